@@ -1,0 +1,94 @@
+"""The one exception hierarchy of tcpworkers.
+
+Everything tcpworkers raises on purpose derives from :class:`TcpworkersError`. Socket errors
+follow trio's split of "who broke it": *Closed* (you closed it), *Broken* (the peer or the network
+broke it, the OS error kept as ``__cause__``) and *Busy* (two tasks used one direction at once).
+Errors that stand for a failed network operation are also the builtin exception that code written
+against plain sockets already catches (``OSError``, ``TimeoutError``, ``ConnectionError``,
+``EOFError``), so ``except OSError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeoutError",
+    "EgressDeniedError",
+    "IncompleteReadError",
+    "ReadLimitError",
+    "SocketBrokenError",
+    "SocketBusyError",
+    "SocketClosedError",
+    "SocketError",
+    "StartTlsError",
+    "TLSHandshakeError",
+    "TcpworkersError",
+]
+
+
+class TcpworkersError(Exception):
+    """Root of every error tcpworkers raises on purpose."""
+
+
+class SocketError(TcpworkersError):
+    """Root of the errors raised by :class:`tcpworkers.Socket` and :func:`tcpworkers.connect`."""
+
+
+class ConnectError(SocketError, OSError):
+    """The connection never opened: refused, unreachable, name not found, timed out, TLS failed.
+
+    Raised by awaiting ``Socket.opened`` and ``Socket.closed``; never by ``connect()`` itself.
+    """
+
+
+class ConnectTimeoutError(ConnectError, TimeoutError):
+    """``connect_timeout`` elapsed before the connection (and TLS handshake, if any) completed."""
+
+
+class TLSHandshakeError(ConnectError):
+    """The TLS handshake failed: unknown CA, wrong hostname, expired certificate, protocol error."""
+
+
+class EgressDeniedError(ConnectError):
+    """The egress policy permits none of the addresses the name resolved to."""
+
+
+class SocketClosedError(SocketError):
+    """The socket (or this direction of it) was closed by this side, or upgraded with start_tls()."""
+
+
+class SocketBrokenError(SocketError, ConnectionError):
+    """The peer or the network broke the connection mid-stream (reset, timeout, TLS error).
+
+    The underlying ``OSError`` or ``ssl.SSLError`` is kept as ``__cause__``.
+    """
+
+
+class SocketBusyError(SocketError):
+    """Two tasks read (or wrote) one socket at the same time; one direction serves one task."""
+
+
+class StartTlsError(SocketError):
+    """``start_tls()`` was called when it cannot be: wrong ``secure_transport`` or already called."""
+
+
+class IncompleteReadError(SocketError, EOFError):
+    """The stream ended before ``readexactly()``/``readuntil()`` got what it asked for.
+
+    Attributes:
+        partial: the bytes that were read before the end of the stream.
+        expected: the number of bytes asked for (``None`` for ``readuntil()``).
+    """
+
+    def __init__(self, partial: bytes, expected: int | None) -> None:
+        wanted = "the separator" if expected is None else f"{expected} bytes"
+        super().__init__(f"stream ended after {len(partial)} bytes, before {wanted}")
+        self.partial = partial
+        self.expected = expected
+
+    def __reduce__(self) -> tuple[type[IncompleteReadError], tuple[bytes, int | None]]:
+        return type(self), (self.partial, self.expected)
+
+
+class ReadLimitError(SocketError, ValueError):
+    """``readuntil()`` found no separator within ``limit`` bytes; the data stays buffered."""
