@@ -35,14 +35,14 @@ class SocketError(TcpworkersError):
 
 
 class ConnectError(SocketError, OSError):
-    """The connection never opened: refused, unreachable, name not found, timed out, TLS failed.
+    """The connection never opened: refused, unreachable, unknown name, timed out, TLS failed.
 
     Raised by awaiting ``Socket.opened`` and ``Socket.closed``; never by ``connect()`` itself.
     """
 
 
 class ConnectTimeoutError(ConnectError, TimeoutError):
-    """``connect_timeout`` elapsed before the connection (and TLS handshake, if any) completed."""
+    """``connect_timeout`` elapsed before the connection (and any TLS handshake) completed."""
 
 
 class TLSHandshakeError(ConnectError):
@@ -54,7 +54,7 @@ class EgressDeniedError(ConnectError):
 
 
 class SocketClosedError(SocketError):
-    """The socket (or this direction of it) was closed by this side, or upgraded with start_tls()."""
+    """This side closed the socket (or its write side), or upgraded it with start_tls()."""
 
 
 class SocketBrokenError(SocketError, ConnectionError):
@@ -69,7 +69,7 @@ class SocketBusyError(SocketError):
 
 
 class StartTlsError(SocketError):
-    """``start_tls()`` was called when it cannot be: wrong ``secure_transport`` or already called."""
+    """``start_tls()`` cannot be called: wrong ``secure_transport``, or it was already called."""
 
 
 class IncompleteReadError(SocketError, EOFError):

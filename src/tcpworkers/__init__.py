@@ -1,0 +1,18 @@
+"""tcpworkers: Cloudflare-Workers-style outbound sockets for Python.
+
+``connect()`` opens plain, TLS and STARTTLS connections with the Workers semantics and works in
+any asyncio program::
+
+    from tcpworkers import connect
+
+    async with connect("db.internal:5432") as sock:
+        await sock.writable.write(b"...")
+        reply = await sock.readable.read()
+"""
+
+from tcpworkers import errors
+from tcpworkers._loop import run
+from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
+
+__all__ = ["Socket", "SocketInfo", "TlsOptions", "connect", "errors", "run"]
+__version__ = "0.1.0"

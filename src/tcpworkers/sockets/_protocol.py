@@ -1,0 +1,141 @@
+"""The asyncio protocol under a ``Socket``: receive buffer, read flow control, write backpressure.
+
+Theory of operation. The protocol only records what the transport tells it (data, EOF, loss,
+pause/resume of writing) and wakes at most one waiting reader and one waiting writer by resolving
+their futures with ``None``. The waiters then look at the socket's state and decide what to do:
+there is a single place (the ``Socket``) that turns state into results or errors. A waiter is
+never failed with an exception from here, so a future nobody awaits can never log
+"exception was never retrieved".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast, final
+
+from tcpworkers.sockets._buffer import ReadBuffer
+
+__all__ = ["StreamProtocol"]
+
+
+@final
+class StreamProtocol(asyncio.Protocol):
+    """Buffers received data and tracks the transport's condition for one ``Socket``."""
+
+    def __init__(self, *, keep_open_after_eof: bool, read_high_water: int) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = ReadBuffer()
+        self.eof = False  # the peer sent FIN (or TLS close_notify)
+        self.lost = False  # connection_lost ran: the transport is gone
+        self.lost_exc: BaseException | None = None
+        self.write_paused = False
+        self.keep_open_after_eof = keep_open_after_eof
+        self.write_eof_sent = False
+        # We ended the TLS session ourselves (close_notify): whatever the TLS layer reports
+        # while shutting down (e.g. the peer's in-flight data) is not a broken connection.
+        self.tls_shutdown_started = False
+        # Reading is paused above this many buffered bytes, unless a reader needs more.
+        self.read_high_water = read_high_water
+        self.read_need = 0
+        self.reading_paused = False
+        self.bytes_in = 0
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._on_lost: list[asyncio.Future[None]] = []
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.bytes_in += len(data)
+        size = len(self.buffer)
+        if size > self.read_high_water and size >= self.read_need and not self.reading_paused:
+            self._pause_reading()
+        _wake(self._read_waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self._read_waiter)
+        # Returning False makes the transport flush and close itself. Keep it open only for
+        # allow_half_open and only while our side still has something to send.
+        return self.keep_open_after_eof and not self.write_eof_sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.lost_exc = None if self.tls_shutdown_started else exc
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+        for fut in self._on_lost:
+            _wake(fut)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        _wake(self._drain_waiter)
+
+    # -- used by Socket ---------------------------------------------------------------------
+
+    def wake_all(self) -> None:
+        """Let waiting readers and writers re-check the socket's state (e.g. after close())."""
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+
+    def readable_now(self, need: int) -> bool:
+        return len(self.buffer) >= need or self.eof or self.lost
+
+    async def wait_readable(self, need: int) -> None:
+        """Wait for one change: new data, EOF, loss, or a wake_all()."""
+        self.read_need = need
+        if self.reading_paused and len(self.buffer) < need:
+            self._resume_reading()
+        waiter = asyncio.get_running_loop().create_future()
+        self._read_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._read_waiter = None
+            self.read_need = 0
+
+    def consumed(self) -> None:
+        """Called after a read took data: resume the transport once there is room again."""
+        if self.reading_paused and len(self.buffer) <= self.read_high_water:
+            self._resume_reading()
+
+    async def wait_drained(self) -> None:
+        """Wait for one change: writing resumed, loss, or a wake_all()."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._drain_waiter = None
+
+    def lost_future(self) -> asyncio.Future[None]:
+        """A future resolved when the transport is gone."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.lost:
+            fut.set_result(None)
+        else:
+            self._on_lost.append(fut)
+        return fut
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    def _resume_reading(self) -> None:
+        self.reading_paused = False
+        if self.transport is not None and not self.lost:
+            self.transport.resume_reading()
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
