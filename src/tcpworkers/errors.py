@@ -12,13 +12,16 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectError",
+    "CrossRequestError",
     "ConnectTimeoutError",
     "EgressDeniedError",
     "IncompleteReadError",
     "ReadLimitError",
+    "ScopeClosedError",
     "SocketBrokenError",
     "SocketBusyError",
     "SocketClosedError",
+    "SocketLimitError",
     "SocketError",
     "StartTlsError",
     "TLSHandshakeError",
@@ -51,6 +54,18 @@ class TLSHandshakeError(ConnectError):
 
 class EgressDeniedError(ConnectError):
     """The egress policy permits none of the addresses the name resolved to."""
+
+
+class SocketLimitError(ConnectError):
+    """The request already has its maximum of open connections and none closed in time."""
+
+
+class ScopeClosedError(ConnectError):
+    """The request that would own this connection has ended."""
+
+
+class CrossRequestError(SocketError, RuntimeError):
+    """A socket was used by a request other than the one that opened it."""
 
 
 class SocketClosedError(SocketError):

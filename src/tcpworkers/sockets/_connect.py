@@ -7,6 +7,7 @@ import math
 import ssl
 from typing import Final, get_args
 
+from tcpworkers.egress._scope import current_scope
 from tcpworkers.sockets._address import parse_address
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._socket import SecureTransport, Socket
@@ -89,6 +90,7 @@ def connect(
         connect_timeout=timeout,
         high_water_mark=high_water_mark,
         dialer=current_dialer(),
+        scope=current_scope(),
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
+import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +36,7 @@ from typing import Any, Final, Literal, final
 
 from tcpworkers.errors import (
     ConnectError,
+    CrossRequestError,
     IncompleteReadError,
     ReadLimitError,
     SocketBusyError,
@@ -42,7 +44,9 @@ from tcpworkers.errors import (
     StartTlsError,
 )
 from tcpworkers.sockets._address import Address, format_hostport
+from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
 from tcpworkers.sockets._dial import Dialer
+from tcpworkers.sockets._gate import permitted_targets
 from tcpworkers.sockets._protocol import StreamProtocol
 from tcpworkers.sockets._translate import broken_error, connect_error
 
@@ -53,7 +57,8 @@ SecureTransport = Literal["off", "on", "starttls"]
 DEFAULT_READ_SIZE: Final = 65536
 # How long close() waits for buffered writes to reach a peer that is not reading before it
 # drops them and aborts: close() must end, and a stalled peer must not pin a file descriptor.
-CLOSE_FLUSH_TIMEOUT: Final = 5.0
+# (A module variable, not a constant, so tests can shorten it.)
+close_flush_timeout = 5.0
 
 
 @final
@@ -140,6 +145,7 @@ class Socket:
         connect_timeout: float,
         high_water_mark: int,
         dialer: Dialer,
+        scope: RequestScope | None,
         upgrade_of: Socket | None = None,
     ) -> None:
         """Internal: use :func:`tcpworkers.connect`, which validates every argument."""
@@ -153,6 +159,7 @@ class Socket:
         self._connect_timeout = connect_timeout
         self._high_water_mark = high_water_mark
         self._dialer = dialer
+        self._scope = scope  # the request that owns this socket (None outside requests)
         self._upgrade_of = upgrade_of
         self._handshaking = False  # the TLS handshake is running (for error messages)
         self._state = _State.CONNECTING
@@ -275,6 +282,7 @@ class Socket:
             )
         if server_hostname is not None and not isinstance(server_hostname, str):
             raise TypeError("server_hostname must be a str")
+        self._check_owner()
         self._move(_State.UPGRADED)
         tls = Socket(
             self._address,
@@ -285,15 +293,23 @@ class Socket:
             connect_timeout=self._connect_timeout,
             high_water_mark=self._high_water_mark,
             dialer=self._dialer,
+            scope=self._scope,
             upgrade_of=self,
         )
+        if self._scope is not None:
+            self._scope.hand_over(self, tls)  # same connection: the slot moves with it
         self._closed.resolve(None)
         return tls
 
     # -- opening ----------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        scope = self._scope
+        started = time.perf_counter()
         try:
+            if scope is not None:
+                await scope.acquire(self)  # waits for a free slot; not part of connect_timeout
+                started = time.perf_counter()
             async with asyncio.timeout(self._connect_timeout):
                 transport = await self._connect()
         except asyncio.CancelledError:
@@ -307,14 +323,16 @@ class Socket:
                 )
             )
             return
+        finally:
+            if scope is not None:
+                scope.record_connect(time.perf_counter() - started)
         self._on_open(transport)
 
     async def _connect(self) -> asyncio.Transport:
         dialer = self._dialer
         host, port = self._address
-        targets = await dialer.resolve(host, port)
-        if not targets:
-            raise ConnectError(f"could not connect to {self._where}: the name has no addresses")
+        policy = self._scope.policy if self._scope is not None else default_policy()
+        targets = await permitted_targets(dialer, policy, host, port, self._scope)
         sock = await dialer.connect_first(targets)
         try:
             if self._secure_transport == "on":
@@ -439,6 +457,7 @@ class Socket:
         self._opened.reject(error)
         self._closed.reject(error)
         self._protocol.wake_all()
+        self._release_slot()
 
     async def _abort_opening(self) -> None:
         error = ConnectError(
@@ -447,6 +466,7 @@ class Socket:
         self._opened.reject(error)
         self._closed.resolve(None)
         self._pending.clear()
+        self._release_slot()
         if self._upgrade_of is not None:
             # The upgrade task may be cancelled before it ever ran: drop the plaintext
             # connection here rather than in its exception handler.
@@ -461,6 +481,32 @@ class Socket:
         if self._state is _State.OPEN:
             self._move(_State.ENDED)
         self._closed.resolve(None)
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._scope is not None:
+            self._scope.release(self, bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+
+    # -- as a scope's resource --------------------------------------------------------------
+
+    def describe(self) -> str:
+        """How errors and logs name this socket: ``"socket to db:5432 (tls, open)"``."""
+        mode = {"off": "tcp", "on": "tls", "starttls": "starttls"}[self._secure_transport]
+        return f"socket to {self._where} ({mode}, {self._state.value})"
+
+    def abort(self) -> None:
+        """Drop the connection at once, without flushing (the scope's last resort)."""
+        if self._state in (_State.CONNECTING, _State.OPEN, _State.ENDED):
+            self._move(_State.CLOSED)
+            self._protocol.wake_all()
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+        self._opened.reject(ConnectError(f"connection to {self._where} was aborted"))
+        if self._transport is not None:
+            self._transport.abort()
+        self._closed.resolve(None)
+        self._release_slot()
 
     async def _close_transport(self) -> None:
         transport = self._transport
@@ -471,7 +517,7 @@ class Socket:
         lost = protocol.lost_future()
         transport.close()
         try:
-            await asyncio.wait_for(lost, CLOSE_FLUSH_TIMEOUT)
+            await asyncio.wait_for(lost, close_flush_timeout)
         except TimeoutError:
             transport.abort()
         except asyncio.CancelledError:
@@ -479,6 +525,7 @@ class Socket:
             raise
         finally:
             self._closed.resolve(None)
+            self._release_slot()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -506,6 +553,14 @@ class Socket:
             raise self._closed_error(action)
 
     # -- reading ----------------------------------------------------------------------------
+
+    def _check_owner(self) -> None:
+        if self._scope is not None and current_scope() is not self._scope:
+            raise CrossRequestError(
+                f"{self.describe()} belongs to {self._scope.label}, which opened it; a socket "
+                "cannot be used by another request. To reuse database connections across "
+                "requests, connect through a pool binding (env.DB.connection_string) instead"
+            )
 
     async def _wait_for_data(self, need: int) -> None:
         """Wait until ``need`` bytes are buffered, or the stream ended or broke."""
@@ -545,6 +600,7 @@ class Socket:
             raise broken_error(protocol.lost_exc, self._where)
 
     async def _read(self, max_bytes: int) -> bytes:
+        self._check_owner()
         protocol = self._protocol
         if self._reading or not (self._state is _State.OPEN and len(protocol.buffer)):
             await self._wait_for_data(1)
@@ -556,6 +612,7 @@ class Socket:
         return b""
 
     async def _readexactly(self, n: int) -> bytes:
+        self._check_owner()
         await self._wait_for_data(n)
         protocol = self._protocol
         if len(protocol.buffer) < n:
@@ -566,6 +623,7 @@ class Socket:
         return data
 
     async def _readuntil(self, sep: bytes, limit: int) -> bytes:
+        self._check_owner()
         protocol = self._protocol
         searched = 0
         while True:
@@ -608,6 +666,7 @@ class Socket:
             raise SocketClosedError("write on a socket whose connection has ended")
 
     async def _write(self, data: bytes) -> None:
+        self._check_owner()
         self._check_writable()
         if self._writing:
             raise SocketBusyError(

@@ -1,0 +1,287 @@
+"""The request scope: who owns a connection, how many may be open at once, and the clean-up.
+
+Theory of operation. A ``RequestScope`` is entered for one request (a contextvar, so every task
+the handler starts inherits it). Whatever opens a connection inside it — ``connect()`` or a
+driver through the gated event loop — first takes a *slot* with :meth:`RequestScope.acquire`,
+registering a :class:`ScopedResource`; the slot is freed by :meth:`RequestScope.release` when
+that connection closes. At most ``max_sockets`` slots are taken at once; further acquirers wait
+in FIFO order and fail with ``SocketLimitError`` after ``slot_timeout`` seconds. When the scope
+ends, :meth:`RequestScope.aclose` closes everything still registered (gracefully for a short
+grace period, then by abort) so nothing outlives the request.
+
+This module is the one place the socket library learns about requests: sockets depend on it,
+never on the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Final, Protocol, final
+
+from tcpworkers.egress._policy import EgressPolicy
+from tcpworkers.errors import ScopeClosedError, SocketLimitError
+
+__all__ = [
+    "DEFAULT_MAX_SOCKETS",
+    "DEFAULT_SLOT_TIMEOUT",
+    "RequestScope",
+    "ScopeStats",
+    "ScopedResource",
+    "current_scope",
+    "default_policy",
+    "request_scope",
+    "set_default_policy",
+    "use_scope",
+]
+
+# Cloudflare Workers allow six simultaneous open connections per request; we keep its default.
+DEFAULT_MAX_SOCKETS: Final = 6
+DEFAULT_SLOT_TIMEOUT: Final = 30.0
+# At scope end, how long leftover connections may take to flush and close before being aborted.
+CLEANUP_GRACE: Final = 1.0
+
+
+class ScopedResource(Protocol):
+    """A connection a scope owns: something it can describe, close politely, and abort."""
+
+    def describe(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@final
+@dataclass
+class ScopeStats:
+    """What one scope's connections did.
+
+    Attributes:
+        sockets_opened: connections that took a slot (including those that then failed).
+        sockets_denied: connection attempts the egress policy refused.
+        peak_open: most connections open at the same time.
+        bytes_in: bytes received by connections that have closed.
+        bytes_out: bytes sent by connections that have closed.
+        connect_seconds: total time spent opening connections (DNS, TCP, TLS).
+        slot_wait_seconds: total time spent waiting for a free slot.
+        closed_at_end: connections the scope had to close itself when it ended.
+    """
+
+    sockets_opened: int = 0
+    sockets_denied: int = 0
+    peak_open: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connect_seconds: float = 0.0
+    slot_wait_seconds: float = 0.0
+    closed_at_end: int = 0
+
+
+@final
+class RequestScope:
+    """Owns every connection opened while handling one request.
+
+    Args:
+        policy: the egress policy for this request; ``None`` means :func:`default_policy`.
+        max_sockets: how many connections may be open at once; more wait for a free slot.
+        slot_timeout: seconds a connection may wait for a slot before failing.
+        label: how errors name the request (e.g. ``"GET /orders"``).
+    """
+
+    def __init__(
+        self,
+        policy: EgressPolicy | None = None,
+        *,
+        max_sockets: int = DEFAULT_MAX_SOCKETS,
+        slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
+        label: str = "this request",
+    ) -> None:
+        if not isinstance(max_sockets, int) or isinstance(max_sockets, bool) or max_sockets < 1:
+            raise ValueError(f"max_sockets must be a positive int, got {max_sockets!r}")
+        if not isinstance(slot_timeout, int | float) or slot_timeout <= 0:
+            raise ValueError(f"slot_timeout must be positive seconds, got {slot_timeout!r}")
+        self.policy = policy if policy is not None else default_policy()
+        self.max_sockets = max_sockets
+        self.slot_timeout = float(slot_timeout)
+        self.label = label
+        self.stats = ScopeStats()
+        self._open: dict[ScopedResource, None] = {}  # insertion-ordered set
+        self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] = deque()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` started: no new connection may be opened."""
+        return self._closed
+
+    @property
+    def open_resources(self) -> tuple[ScopedResource, ...]:
+        """The connections holding a slot now, oldest first."""
+        return tuple(self._open)
+
+    async def acquire(self, resource: ScopedResource) -> None:
+        """Take a slot for ``resource``, waiting (FIFO) while ``max_sockets`` are taken.
+
+        Raises:
+            SocketLimitError: no slot freed up within ``slot_timeout`` seconds.
+            ScopeClosedError: the scope ended (before or while waiting).
+        """
+        self._check_open(resource)
+        if len(self._open) < self.max_sockets and not self._waiters:
+            self._take(resource)
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (waiter, resource)
+        self._waiters.append(entry)
+        started = loop.time()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.slot_timeout)
+        except BaseException as exc:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+            if waiter.done():
+                self.release(resource)  # the slot arrived as we gave up: hand it on
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise self._limit_error(resource) from None
+            raise
+        finally:
+            self.stats.slot_wait_seconds += loop.time() - started
+        self._check_open(resource)
+
+    def release(self, resource: ScopedResource, *, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """Free ``resource``'s slot (idempotent) and add its traffic to the stats."""
+        if resource not in self._open:
+            return
+        del self._open[resource]
+        self.stats.bytes_in += bytes_in
+        self.stats.bytes_out += bytes_out
+        while self._waiters and len(self._open) < self.max_sockets:
+            waiter, waiting = self._waiters.popleft()
+            if not waiter.done():
+                self._take(waiting)
+                waiter.set_result(None)
+
+    def hand_over(self, old: ScopedResource, new: ScopedResource) -> None:
+        """Let ``new`` take ``old``'s slot (STARTTLS: the same connection, a new socket)."""
+        if old in self._open:
+            del self._open[old]
+            self._open[new] = None
+
+    def record_connect(self, seconds: float) -> None:
+        self.stats.connect_seconds += seconds
+
+    def record_denial(self) -> None:
+        self.stats.sockets_denied += 1
+
+    def owns(self, resource: ScopedResource) -> bool:
+        return resource in self._open
+
+    async def aclose(self) -> None:
+        """End the scope: refuse new connections, close (then abort) every one still open."""
+        self._closed = True
+        while self._waiters:
+            waiter, _ = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the acquirer sees the closed scope and raises
+        leftovers = list(self._open)
+        if not leftovers:
+            return
+        self.stats.closed_at_end += len(leftovers)
+        closing = [asyncio.ensure_future(resource.close()) for resource in leftovers]
+        done, pending = await asyncio.wait(closing, timeout=CLEANUP_GRACE)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.exception()  # a failing close must not log "never retrieved"
+        for resource in leftovers:
+            if resource in self._open:
+                resource.abort()
+                self.release(resource)
+        if pending:
+            await asyncio.wait(pending)
+
+    def _take(self, resource: ScopedResource) -> None:
+        self._open[resource] = None
+        self.stats.sockets_opened += 1
+        self.stats.peak_open = max(self.stats.peak_open, len(self._open))
+
+    def _check_open(self, resource: ScopedResource) -> None:
+        if self._closed:
+            self.release(resource)
+            raise ScopeClosedError(
+                f"{resource.describe()}: {self.label} has ended, so it cannot open connections; "
+                "work that outlives the response belongs in ctx.wait_until()"
+            )
+
+    def _limit_error(self, resource: ScopedResource) -> SocketLimitError:
+        listing = "; ".join(r.describe() for r in self._open)
+        return SocketLimitError(
+            f"{resource.describe()}: {self.label} already has {len(self._open)} open connections "
+            f"(the limit is {self.max_sockets}) and none closed within {self.slot_timeout:g}s: "
+            f"{listing}. Close connections you no longer need (await sock.close()) or raise "
+            "the limit"
+        )
+
+
+_current: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "tcpworkers_request_scope", default=None
+)
+_default_policy: list[EgressPolicy] = [EgressPolicy.default()]
+
+
+def current_scope() -> RequestScope | None:
+    """The scope of the request being handled in this context, or ``None`` outside requests."""
+    return _current.get()
+
+
+def default_policy() -> EgressPolicy:
+    """The process-wide policy for connections made outside any request scope."""
+    return _default_policy[0]
+
+
+def set_default_policy(policy: EgressPolicy) -> None:
+    """Replace the process-wide policy (plain asyncio programs; the runtime sets per-request
+    policies on its scopes instead)."""
+    if not isinstance(policy, EgressPolicy):
+        raise TypeError(f"policy must be an EgressPolicy, not {type(policy).__name__}")
+    _default_policy[0] = policy
+
+
+@contextlib.contextmanager
+def use_scope(scope: RequestScope | None) -> Iterator[RequestScope | None]:
+    """Make ``scope`` current in this context (``None``: outside any request) without closing
+    it on exit."""
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def request_scope(
+    policy: EgressPolicy | None = None,
+    *,
+    max_sockets: int = DEFAULT_MAX_SOCKETS,
+    slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
+    label: str = "this request",
+) -> AsyncIterator[RequestScope]:
+    """Run a block as one request: connections opened inside belong to it and are closed at the
+    end of the block, whatever happens."""
+    scope = RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        try:
+            await asyncio.shield(scope.aclose())
+        finally:
+            _current.reset(token)
