@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, final
 
+from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
 from tcpworkers.errors import (
     ConnectError,
     CrossRequestError,
@@ -44,7 +45,6 @@ from tcpworkers.errors import (
     StartTlsError,
 )
 from tcpworkers.sockets._address import Address, format_hostport
-from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
 from tcpworkers.sockets._dial import Dialer
 from tcpworkers.sockets._gate import permitted_targets
 from tcpworkers.sockets._protocol import StreamProtocol
