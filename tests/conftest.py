@@ -12,10 +12,19 @@ from typing import Any
 import pytest
 import uvloop
 
+from tcpworkers.drivers import gated_loop_factory
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if "tests/drivers/" in item.nodeid:
+        # Drivers go through the gate only on the gated loops.
+        return {
+            "asyncio": gated_loop_factory(prefer_uvloop=False),
+            "uvloop": gated_loop_factory(prefer_uvloop=True),
+        }
+    # connect() must work on any asyncio loop: the plain ones.
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 

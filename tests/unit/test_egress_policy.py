@@ -678,6 +678,17 @@ def test_public_api() -> None:
             "parse_ip",
             "parse_port_range",
             "parse_rule",
+            # the request scope (asyncio; not part of the sans-IO core)
+            "DEFAULT_MAX_SOCKETS",
+            "DEFAULT_SLOT_TIMEOUT",
+            "RequestScope",
+            "ScopeStats",
+            "ScopedResource",
+            "current_scope",
+            "default_policy",
+            "request_scope",
+            "set_default_policy",
+            "use_scope",
         ]
     )
     for name in egress.__all__:

@@ -1,0 +1,46 @@
+"""The public API is pinned: removing or renaming a name here is a breaking change."""
+
+from __future__ import annotations
+
+import tcpworkers
+import tcpworkers.errors
+import tcpworkers.sockets
+import tcpworkers.testing
+
+
+def test_top_level_names() -> None:
+    assert sorted(tcpworkers.__all__) == [
+        "Socket",
+        "SocketInfo",
+        "TlsOptions",
+        "connect",
+        "errors",
+        "run",
+    ]
+
+
+def test_error_hierarchy() -> None:
+    e = tcpworkers.errors
+    assert issubclass(e.SocketError, e.TcpworkersError)
+    assert issubclass(e.ConnectError, e.SocketError)
+    assert issubclass(e.ConnectError, OSError)
+    assert issubclass(e.ConnectTimeoutError, e.ConnectError)
+    assert issubclass(e.ConnectTimeoutError, TimeoutError)
+    assert issubclass(e.TLSHandshakeError, e.ConnectError)
+    assert issubclass(e.EgressDeniedError, e.ConnectError)
+    assert issubclass(e.SocketLimitError, e.ConnectError)
+    assert issubclass(e.ScopeClosedError, e.ConnectError)
+    assert issubclass(e.SocketBrokenError, ConnectionError)
+    assert issubclass(e.IncompleteReadError, EOFError)
+    assert issubclass(e.ReadLimitError, ValueError)
+    for name in ("SocketClosedError", "SocketBusyError", "StartTlsError", "CrossRequestError"):
+        assert issubclass(getattr(e, name), e.SocketError)
+    assert all(hasattr(e, name) for name in e.__all__)
+
+
+def test_sockets_and_testing_facades_export_what_they_list() -> None:
+    for module in (tcpworkers.sockets, tcpworkers.testing):
+        assert all(getattr(module, name) is not None for name in module.__all__)
+    assert {"EchoServer", "StartTlsServer", "TestCA", "FaultProxy", "Fault"} <= set(
+        tcpworkers.testing.__all__
+    )
