@@ -1,4 +1,8 @@
-"""Run a coroutine on uvloop when it is installed, else on the stdlib loop."""
+"""Run a coroutine on a gated loop: uvloop when it is installed, else the stdlib loop.
+
+The loop is gated (see ``tcpworkers.drivers``): outside request scopes it behaves exactly like
+the base loop; inside one, drivers' connections go through the egress gate.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,20 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from tcpworkers.drivers import gated_loop_factory
+
 __all__ = ["loop_factory", "run"]
 
 T = TypeVar("T")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop factory when uvloop is importable and not disabled, else the stdlib one.
+    """The gated uvloop factory when uvloop is importable and not disabled, else the stdlib one.
 
     ``TCPWORKERS_LOOP=asyncio`` forces the stdlib loop (for comparisons and debugging).
     """
-    if os.environ.get("TCPWORKERS_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop
-    return asyncio.new_event_loop
+    prefer_uvloop = os.environ.get("TCPWORKERS_LOOP", "").lower() != "asyncio"
+    return gated_loop_factory(prefer_uvloop=prefer_uvloop)
 
 
 def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:

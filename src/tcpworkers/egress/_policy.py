@@ -339,6 +339,8 @@ def _views(address: IPAddress) -> tuple[_View, ...]:
     )
 
 
+_LOOPBACK: Final = ipaddress.IPv4Address("127.0.0.1")
+
 _Endpoint = TypeVar("_Endpoint", bound=tuple[IPAddress | str, int] | tuple[str, int, int, int])
 
 
@@ -519,6 +521,31 @@ class EgressPolicy:
             else:
                 denied.append(decision)
         return permitted, denied
+
+    def decide_unix(self, path: str) -> Decision:
+        """Decide on a Unix-domain socket connection to ``path``.
+
+        A Unix socket reaches a service on this machine, so it is permitted exactly when the
+        loopback address is: by a class or CIDR rule covering 127.0.0.1 and no deny rule. Ports
+        and host patterns do not apply (there is neither a port nor a name).
+        """
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        address = _LOOPBACK
+        verdict = _Verdict(address, address, 0, lead=f"unix socket {path}: ")
+        views = _views(address)
+        refusal = self._check_denied(views)
+        if refusal is not None:
+            return verdict.deny(*refusal)
+        rule = self._allowing_rule(views[0], None)
+        if rule is None:
+            return verdict.deny(
+                f"Unix sockets count as loopback, which the '{self.name}' policy does not allow",
+                None,
+            )
+        return verdict.allow(
+            f"Unix sockets count as loopback; {_allowed_by(rule, views[0], self.name)}", rule
+        )
 
     def _decide(self, requested: IPAddress | str, address: IPAddress, port: int) -> Decision:
         name = requested if isinstance(requested, str) else None

@@ -44,12 +44,26 @@ DEFAULT_MAX_SOCKETS: Final = 6
 DEFAULT_SLOT_TIMEOUT: Final = 30.0
 # At scope end, how long leftover connections may take to flush and close before being aborted.
 CLEANUP_GRACE: Final = 1.0
+# While waiting for a slot, how often to look for connections that ended without telling us.
+_REAP_INTERVAL: Final = 0.05
 
 
 class ScopedResource(Protocol):
-    """A connection a scope owns: something it can describe, close politely, and abort."""
+    """A connection a scope owns: something it can describe, close politely, and abort.
+
+    ``is_done()`` lets the scope reclaim the slot of a connection that ended without telling it
+    (a driver that replaced the gate's protocol proxy with ``transport.set_protocol``).
+    """
+
+    @property
+    def bytes_in(self) -> int: ...
+
+    @property
+    def bytes_out(self) -> int: ...
 
     def describe(self) -> str: ...
+
+    def is_done(self) -> bool: ...
 
     async def close(self) -> None: ...
 
@@ -122,6 +136,7 @@ class RequestScope:
     @property
     def open_resources(self) -> tuple[ScopedResource, ...]:
         """The connections holding a slot now, oldest first."""
+        self._reap()
         return tuple(self._open)
 
     async def acquire(self, resource: ScopedResource) -> None:
@@ -132,6 +147,8 @@ class RequestScope:
             ScopeClosedError: the scope ended (before or while waiting).
         """
         self._check_open(resource)
+        if len(self._open) >= self.max_sockets:
+            self._reap()
         if len(self._open) < self.max_sockets and not self._waiters:
             self._take(resource)
             return
@@ -141,7 +158,7 @@ class RequestScope:
         self._waiters.append(entry)
         started = loop.time()
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.slot_timeout)
+            await self._wait_for_slot(waiter, started + self.slot_timeout)
         except BaseException as exc:
             if entry in self._waiters:
                 self._waiters.remove(entry)
@@ -156,13 +173,32 @@ class RequestScope:
             self.stats.slot_wait_seconds += loop.time() - started
         self._check_open(resource)
 
-    def release(self, resource: ScopedResource, *, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    async def _wait_for_slot(self, waiter: asyncio.Future[None], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), min(_REAP_INTERVAL, remaining))
+            except TimeoutError:
+                self._reap()  # a freed slot resolves the first waiter, maybe this one
+                if waiter.done():
+                    return
+            else:
+                return
+
+    def _reap(self) -> None:
+        for resource in [r for r in self._open if r.is_done()]:
+            self.release(resource)
+
+    def release(self, resource: ScopedResource) -> None:
         """Free ``resource``'s slot (idempotent) and add its traffic to the stats."""
         if resource not in self._open:
             return
         del self._open[resource]
-        self.stats.bytes_in += bytes_in
-        self.stats.bytes_out += bytes_out
+        self.stats.bytes_in += resource.bytes_in
+        self.stats.bytes_out += resource.bytes_out
         while self._waiters and len(self._open) < self.max_sockets:
             waiter, waiting = self._waiters.popleft()
             if not waiter.done():

@@ -485,7 +485,7 @@ class Socket:
 
     def _release_slot(self) -> None:
         if self._scope is not None:
-            self._scope.release(self, bytes_in=self.bytes_in, bytes_out=self.bytes_out)
+            self._scope.release(self)
 
     # -- as a scope's resource --------------------------------------------------------------
 
@@ -493,6 +493,10 @@ class Socket:
         """How errors and logs name this socket: ``"socket to db:5432 (tls, open)"``."""
         mode = {"off": "tcp", "on": "tls", "starttls": "starttls"}[self._secure_transport]
         return f"socket to {self._where} ({mode}, {self._state.value})"
+
+    def is_done(self) -> bool:
+        """Always False: a socket frees its scope slot itself, the moment it closes."""
+        return False
 
     def abort(self) -> None:
         """Drop the connection at once, without flushing (the scope's last resort)."""

@@ -1,0 +1,11 @@
+"""Existing asyncio drivers (asyncpg, redis.asyncio, aiosmtplib, ...) through the gate.
+
+Run the program on a gated loop (``tcpworkers.run`` does; or pass
+``gated_loop_factory()`` to ``asyncio.Runner``) and every connection a driver opens inside a
+request scope is checked against the request's egress policy, counted against its limit and
+closed when the request ends, exactly like ``connect()`` sockets.
+"""
+
+from tcpworkers.drivers._loop import GatedEventLoop, GateMixin, gated_loop_factory, ungated
+
+__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "ungated"]

@@ -1,0 +1,314 @@
+"""An event loop that routes existing drivers' connections through the gate.
+
+Theory of operation. asyncio drivers (asyncpg, redis.asyncio, aiomysql, aiosmtplib, httpx via
+anyio, ``asyncio.open_connection``) open connections with ``loop.create_connection`` or
+``loop.create_unix_connection`` and upgrade them with ``loop.start_tls``. The gated loop overrides
+those three methods. Outside a request scope they do exactly what the base loop does. Inside
+one, ``create_connection``:
+
+1. takes a slot in the scope (waiting while the request is at its limit);
+2. resolves the host once and keeps the addresses the request's egress policy permits
+   (``EgressDeniedError``, an ``OSError``, if none), then dials one of exactly those addresses;
+3. hands the connected socket to the base loop (``sock=``), with TLS if asked;
+4. wraps the driver's protocol in a thin proxy that counts received bytes and frees the slot
+   when the connection is lost, and registers the connection with the scope, which closes it
+   if the request ends while it is still open.
+
+``start_tls`` on a tracked connection re-wraps the driver's protocol, because the TLS layer
+replaces the transport's protocol: the proxy must sit above it to see the loss.
+
+Some drivers replace the transport's protocol themselves (asyncpg's ``set_protocol`` after its
+SSLRequest exchange), which takes the proxy out of the path: such a connection's slot is
+reclaimed when its transport reports ``is_closing()`` (checked whenever the request waits for a
+slot), and bytes are counted only while the proxy was in place.
+
+The same mixin serves the stdlib loop and uvloop. The runtime's own connections (the pooler's
+server connections, for example) run outside any scope (:func:`ungated`), so the worker's
+policy never applies to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl as _ssl
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+from tcpworkers.egress._scope import RequestScope, current_scope, use_scope
+from tcpworkers.errors import EgressDeniedError
+from tcpworkers.sockets._address import format_hostport
+from tcpworkers.sockets._dial import current_dialer
+from tcpworkers.sockets._gate import permitted_targets
+
+__all__ = ["GatedEventLoop", "GateMixin", "gated_loop_factory", "ungated"]
+
+# How long the scope's clean-up waits for a driver connection to close before aborting it.
+_CLOSE_WAIT = 1.0
+
+
+class _TrackedConnection:
+    """One driver connection as its request scope sees it (a ``ScopedResource``)."""
+
+    def __init__(self, scope: RequestScope, description: str) -> None:
+        self.scope = scope
+        self.description = description
+        self.transport: asyncio.BaseTransport | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0  # writes go straight to the transport, which the gate does not wrap
+        self._lost = asyncio.get_running_loop().create_future()
+
+    def describe(self) -> str:
+        return self.description
+
+    def is_done(self) -> bool:
+        # Drivers may swap our proxy out (asyncpg calls transport.set_protocol after its
+        # SSLRequest exchange), so loss is not always reported: ask the transport.
+        return self._lost.done() or (self.transport is not None and self.transport.is_closing())
+
+    def on_lost(self) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self.scope.release(self)
+
+    async def close(self) -> None:
+        if self.transport is None or self._lost.done():
+            self.on_lost()
+            return
+        self.transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_WAIT)
+        except TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            cast(asyncio.Transport, self.transport).abort()
+        self.on_lost()
+
+    def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            return _BufferedProxy(protocol, self)
+        return _ProtocolProxy(cast(asyncio.Protocol, protocol), self)
+
+
+class _ProxyBase:
+    """Forwards every protocol callback to the driver's protocol, noting loss and bytes."""
+
+    def __init__(self, app: Any, conn: _TrackedConnection) -> None:
+        self._app = app
+        self._conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._conn.transport = transport
+        self._app.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._app.connection_lost(exc)
+        finally:
+            self._conn.on_lost()
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._app.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._app.resume_writing()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (driver-specific attributes looked up through get_protocol()).
+        return getattr(self._app, name)
+
+
+class _ProtocolProxy(_ProxyBase, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self._conn.bytes_in += len(data)
+        self._app.data_received(data)
+
+
+class _BufferedProxy(_ProxyBase, asyncio.BufferedProtocol):
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._app.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._conn.bytes_in += nbytes
+        self._app.buffer_updated(nbytes)
+
+
+# Options of create_connection that make no sense once the gate has dialled the socket itself.
+_DIAL_OPTIONS = ("happy_eyeballs_delay", "interleave", "all_errors")
+
+
+class GateMixin:
+    """Overrides the connection-opening methods of an event loop class (see module docstring)."""
+
+    async def create_connection(  # type: ignore[no-untyped-def]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        ssl: _ssl.SSLContext | bool | None = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: socket.socket | None = None,
+        local_addr: tuple[str, int] | None = None,
+        server_hostname: str | None = None,
+        **kwargs: Any,
+    ):
+        base: Any = super()  # the event loop class this mixin is combined with
+        scope = current_scope()
+        if scope is None:
+            return await base.create_connection(
+                protocol_factory,
+                host,
+                port,
+                ssl=ssl,
+                family=family,
+                proto=proto,
+                flags=flags,
+                sock=sock,
+                local_addr=local_addr,
+                server_hostname=server_hostname,
+                **kwargs,
+            )
+        if local_addr is not None:
+            raise ValueError(
+                "local_addr is not supported for connections made inside a request "
+                "(the tcpworkers gate chooses the socket); remove it"
+            )
+        for option in _DIAL_OPTIONS:
+            kwargs.pop(option, None)
+        where = format_hostport(str(host), int(port or 0)) if sock is None else "a given socket"
+        conn = _TrackedConnection(scope, f"connection to {where} (driver)")
+        await scope.acquire(conn)
+        started = time.perf_counter()
+        try:
+            if sock is None:
+                sock = await _dial(scope, str(host), int(port or 0), family)
+            else:
+                _check_given_socket(scope, sock)
+            if ssl and server_hostname is None:
+                server_hostname = host
+            transport, protocol = await base.create_connection(
+                lambda: conn.wrap(protocol_factory()),
+                sock=sock,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                **kwargs,
+            )
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            scope.release(conn)
+            raise
+        finally:
+            scope.record_connect(time.perf_counter() - started)
+        return transport, cast(_ProxyBase, protocol)._app
+
+    async def create_unix_connection(  # type: ignore[no-untyped-def]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        path: str | None = None,
+        **kwargs: Any,
+    ):
+        base: Any = super()  # the event loop class this mixin is combined with
+        scope = current_scope()
+        if scope is None:
+            return await base.create_unix_connection(protocol_factory, path, **kwargs)
+        decision = scope.policy.decide_unix(str(path))
+        if not decision.allowed:
+            scope.record_denial()
+            raise EgressDeniedError(
+                f"could not connect to {path}: denied by the egress policy ({decision.reason})"
+            )
+        conn = _TrackedConnection(scope, f"connection to unix:{path} (driver)")
+        await scope.acquire(conn)
+        try:
+            transport, protocol = await base.create_unix_connection(
+                lambda: conn.wrap(protocol_factory()), path, **kwargs
+            )
+        except BaseException:
+            scope.release(conn)
+            raise
+        return transport, cast(_ProxyBase, protocol)._app
+
+    async def start_tls(  # type: ignore[no-untyped-def]
+        self,
+        transport: asyncio.BaseTransport,
+        protocol: asyncio.BaseProtocol,
+        sslcontext: _ssl.SSLContext,
+        **kwargs: Any,
+    ):
+        base: Any = super()  # the event loop class this mixin is combined with
+        proxy = transport.get_protocol()
+        if not isinstance(proxy, _ProxyBase):
+            return await base.start_tls(transport, protocol, sslcontext, **kwargs)
+        conn = proxy._conn
+        if isinstance(protocol, _ProxyBase):
+            protocol = protocol._app
+        tls_transport = await base.start_tls(transport, conn.wrap(protocol), sslcontext, **kwargs)
+        if tls_transport is not None:
+            conn.transport = tls_transport
+        return tls_transport
+
+
+async def _dial(scope: RequestScope, host: str, port: int, family: int) -> socket.socket:
+    dialer = current_dialer()
+    targets = await permitted_targets(dialer, scope.policy, host, port, scope)
+    if family:
+        targets = [t for t in targets if t.family == family] or targets
+    return await dialer.connect_first(targets)
+
+
+def _check_given_socket(scope: RequestScope, sock: socket.socket) -> None:
+    """A driver that connected its own socket: decide on the peer it actually reached."""
+    if sock.family == socket.AF_UNIX:
+        decision = scope.policy.decide_unix(str(sock.getpeername()))
+    else:
+        ip, port = sock.getpeername()[:2]
+        decision = scope.policy.decide(ip, ip, port)
+    if not decision.allowed:
+        scope.record_denial()
+        raise EgressDeniedError(f"connection denied by the egress policy ({decision.reason})")
+
+
+class GatedEventLoop(GateMixin, asyncio.SelectorEventLoop):
+    """The stdlib event loop with driver connections routed through the gate."""
+
+
+def _gated_uvloop_class() -> type[asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+
+    class GatedUVLoop(GateMixin, uvloop.Loop):  # type: ignore[misc]
+        """uvloop with driver connections routed through the gate."""
+
+    return GatedUVLoop
+
+
+_GatedUVLoop = _gated_uvloop_class()
+
+
+def gated_loop_factory(*, prefer_uvloop: bool = True) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A factory for a gated loop: uvloop-based when installed and preferred, else stdlib."""
+    if prefer_uvloop and _GatedUVLoop is not None:
+        return _GatedUVLoop
+    return GatedEventLoop
+
+
+@contextlib.contextmanager
+def ungated() -> Iterator[None]:
+    """Run a block outside any request scope: for the runtime's own connections, which the
+    worker's egress policy and limits must not govern."""
+    with use_scope(None):
+        yield
