@@ -187,15 +187,22 @@ def message() -> EmailMessage:
     return mail
 
 
+async def smtp_connect(port: int, ca: TestCA) -> aiosmtplib.SMTP:
+    """Connect to the local server and upgrade with STARTTLS (loop.create_connection, then
+    loop.start_tls)."""
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, start_tls=True, tls_context=ca.client_context()
+    )
+    await client.connect()
+    return client
+
+
 async def test_aiosmtplib_starttls_inside_a_scope(
     smtp_server: tuple[int, _Inbox], ca: TestCA
 ) -> None:
     port, inbox = smtp_server
     async with request_scope() as scope:
-        client = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=port, start_tls=True, tls_context=ca.client_context()
-        )
-        await client.connect()
+        client = await smtp_connect(port, ca)
         assert client.is_connected
         # loop.start_tls swapped the protocol; the gate still tracks the connection.
         assert len(scope.open_resources) == 1
@@ -212,10 +219,7 @@ async def test_aiosmtplib_left_connected_is_closed_at_scope_end(
 ) -> None:
     port, _ = smtp_server
     async with request_scope() as scope:
-        client = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=port, start_tls=True, tls_context=ca.client_context()
-        )
-        await client.connect()
+        client = await smtp_connect(port, ca)
     assert scope.stats.closed_at_end == 1
     await asyncio.sleep(0.05)
     assert not client.is_connected

@@ -8,6 +8,7 @@ from tcpworkers.sockets._address import Address, parse_address
 from tcpworkers.sockets._connect import DEFAULT_CONNECT_TIMEOUT, connect
 from tcpworkers.sockets._dial import Dialer, Target, current_dialer, use_dialer
 from tcpworkers.sockets._socket import (
+    Outcome,
     ReadableStream,
     SecureTransport,
     Socket,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "Address",
     "Dialer",
+    "Outcome",
     "ReadableStream",
     "SecureTransport",
     "Socket",

@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Generic, Literal, TypeVar, final
 
 from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
 from tcpworkers.errors import (
@@ -50,9 +50,17 @@ from tcpworkers.sockets._gate import permitted_targets
 from tcpworkers.sockets._protocol import StreamProtocol
 from tcpworkers.sockets._translate import broken_error, connect_error
 
-__all__ = ["ReadableStream", "SecureTransport", "Socket", "SocketInfo", "WritableStream"]
+__all__ = [
+    "Outcome",
+    "ReadableStream",
+    "SecureTransport",
+    "Socket",
+    "SocketInfo",
+    "WritableStream",
+]
 
 SecureTransport = Literal["off", "on", "starttls"]
+T = TypeVar("T")
 
 DEFAULT_READ_SIZE: Final = 65536
 # How long close() waits for buffered writes to reach a peer that is not reading before it
@@ -96,21 +104,25 @@ _TRANSITIONS: Final[dict[_State, frozenset[_State]]] = {
 }
 
 
-class _Outcome:
-    """A one-shot result that many tasks may await, and that never logs an unretrieved error.
+@final
+class Outcome(Generic[T]):
+    """A one-shot result (``Socket.opened``, ``Socket.closed``) that any number of tasks may
+    await, any number of times, like a settled JavaScript promise.
 
     Awaiting is shielded: cancelling one awaiting task does not cancel the outcome for others.
+    A failure nobody awaits is never logged as "exception was never retrieved".
     """
 
     __slots__ = ("_future",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._future: asyncio.Future[Any] = loop.create_future()
+        self._future: asyncio.Future[T] = loop.create_future()
 
     def done(self) -> bool:
+        """True once the outcome is settled (resolved or rejected)."""
         return self._future.done()
 
-    def resolve(self, value: object) -> None:
+    def resolve(self, value: T) -> None:
         if not self._future.done():
             self._future.set_result(value)
 
@@ -119,7 +131,7 @@ class _Outcome:
             self._future.set_exception(exc)
             self._future.exception()  # mark retrieved: failure is reported to whoever awaits
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         if self._future.done():
             return self._future.result()
         return (yield from asyncio.shield(self._future).__await__())
@@ -163,8 +175,8 @@ class Socket:
         self._upgrade_of = upgrade_of
         self._handshaking = False  # the TLS handshake is running (for error messages)
         self._state = _State.CONNECTING
-        self._opened = _Outcome(loop)
-        self._closed = _Outcome(loop)
+        self._opened: Outcome[SocketInfo] = Outcome(loop)
+        self._closed: Outcome[None] = Outcome(loop)
         self._failure: ConnectError | None = None
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []  # writes made before the connection opened
@@ -188,12 +200,12 @@ class Socket:
     # -- public API -------------------------------------------------------------------------
 
     @property
-    def opened(self) -> _Outcome:
+    def opened(self) -> Outcome[SocketInfo]:
         """Awaitable: ``SocketInfo`` once connected; raises ``ConnectError`` if it never was."""
         return self._opened
 
     @property
-    def closed(self) -> _Outcome:
+    def closed(self) -> Outcome[None]:
         """Awaitable: ``None`` once the socket is closed; raises ``ConnectError`` if it never
         opened."""
         return self._closed
