@@ -7,11 +7,10 @@ the base loop; inside one, drivers' connections go through the egress gate.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from tcpworkers.drivers import gated_loop_factory
+from tcpworkers.drivers import new_gated_loop
 
 __all__ = ["loop_factory", "run"]
 
@@ -23,8 +22,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
     ``TCPWORKERS_LOOP=asyncio`` forces the stdlib loop (for comparisons and debugging).
     """
-    prefer_uvloop = os.environ.get("TCPWORKERS_LOOP", "").lower() != "asyncio"
-    return gated_loop_factory(prefer_uvloop=prefer_uvloop)
+    return new_gated_loop
 
 
 def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:

@@ -6,6 +6,12 @@ request scope is checked against the request's egress policy, counted against it
 closed when the request ends, exactly like ``connect()`` sockets.
 """
 
-from tcpworkers.drivers._loop import GatedEventLoop, GateMixin, gated_loop_factory, ungated
+from tcpworkers.drivers._loop import (
+    GatedEventLoop,
+    GateMixin,
+    gated_loop_factory,
+    new_gated_loop,
+    ungated,
+)
 
-__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "ungated"]
+__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]

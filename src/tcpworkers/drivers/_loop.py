@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl as _ssl
 import time
@@ -43,7 +44,7 @@ from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._gate import permitted_targets
 
-__all__ = ["GatedEventLoop", "GateMixin", "gated_loop_factory", "ungated"]
+__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]
 
 # How long the scope's clean-up waits for a driver connection to close before aborting it.
 _CLOSE_WAIT = 1.0
@@ -304,6 +305,13 @@ def gated_loop_factory(*, prefer_uvloop: bool = True) -> Callable[[], asyncio.Ab
     if prefer_uvloop and _GatedUVLoop is not None:
         return _GatedUVLoop
     return GatedEventLoop
+
+
+def new_gated_loop() -> asyncio.AbstractEventLoop:
+    """A new gated loop (uvloop unless ``TCPWORKERS_LOOP=asyncio``); a zero-argument loop
+    factory, as ``uvicorn --loop tcpworkers.drivers:new_gated_loop`` expects."""
+    prefer_uvloop = os.environ.get("TCPWORKERS_LOOP", "").lower() != "asyncio"
+    return gated_loop_factory(prefer_uvloop=prefer_uvloop)()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,88 @@
+"""What the runtime needs to serve a worker, resolved once (from tcpworkers.toml + CLI flags).
+
+``RuntimeSettings`` is the contract between the configuration/CLI layer (which builds it and
+validates every value, naming file and key in its errors) and the ASGI application (which only
+reads it). Nothing here parses files or touches the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, final
+
+from tcpworkers.egress import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, EgressPolicy, ScopeStats
+
+__all__ = ["Limits", "Mode", "RequestObserver", "RequestRecord", "RuntimeSettings", "VarValue"]
+
+Mode = Literal["dev", "serve"]
+VarValue = str | int | float | bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request limits.
+
+    Attributes:
+        max_sockets: simultaneous open connections per request; more wait for a slot.
+        slot_timeout: seconds a connection may wait for a slot before failing.
+        wall_time: seconds a request may run, from the start of the handler until the response
+            is fully sent and every ``ctx.wait_until`` task is done; ``None`` for no limit.
+    """
+
+    max_sockets: int = DEFAULT_MAX_SOCKETS
+    slot_timeout: float = DEFAULT_SLOT_TIMEOUT
+    wall_time: float | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """Everything the runtime reads while serving; built by the config layer.
+
+    Attributes:
+        mode: ``"dev"`` (tracebacks in 500 responses, readable logs) or ``"serve"``.
+        policy: the egress policy for every request.
+        limits: per-request limits.
+        vars: plain configuration values, exposed on ``env``.
+        secrets: secret values (already read from the environment), exposed on ``env`` and
+            never logged.
+        metrics_path: where Prometheus metrics are served, or ``None`` for nowhere.
+    """
+
+    mode: Mode = "dev"
+    policy: EgressPolicy = field(default_factory=EgressPolicy.dev)
+    limits: Limits = field(default_factory=Limits)
+    vars: Mapping[str, VarValue] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    metrics_path: str | None = "/__tcpworkers/metrics"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What happened in one request, reported to every ``RequestObserver`` when it ends.
+
+    Attributes:
+        method: the HTTP method.
+        path: the request path (without the query string).
+        status: the response status sent (500 when the handler failed before responding; 499
+            when the client went away before the response was complete).
+        duration: seconds from request start to the end of its scope.
+        stats: the request scope's statistics (sockets, bytes, connect time).
+        error: the handler's exception, if it raised.
+    """
+
+    method: str
+    path: str
+    status: int
+    duration: float
+    stats: ScopeStats
+    error: BaseException | None = None
+
+
+class RequestObserver(Protocol):
+    """Told about every finished request (logging, metrics). Must not raise or block."""
+
+    def request_finished(self, record: RequestRecord) -> None: ...
