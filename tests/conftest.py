@@ -18,7 +18,7 @@ from tcpworkers.drivers import gated_loop_factory
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    if "tests/drivers/" in item.nodeid:
+    if "tests/drivers/" in item.nodeid or "tests/runtime/" in item.nodeid:
         # Drivers go through the gate only on the gated loops.
         return {
             "asyncio": gated_loop_factory(prefer_uvloop=False),

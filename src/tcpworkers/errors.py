@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectError",
+    "ConnectNotAllowedError",
     "CrossRequestError",
     "ConnectTimeoutError",
     "EgressDeniedError",
@@ -62,6 +63,10 @@ class SocketLimitError(ConnectError):
 
 class ScopeClosedError(ConnectError):
     """The request that would own this connection has ended."""
+
+
+class ConnectNotAllowedError(SocketError, RuntimeError):
+    """Connections cannot be opened here at all (e.g. while a worker module is imported)."""
 
 
 class CrossRequestError(SocketError, RuntimeError):

@@ -19,6 +19,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from tcpworkers.drivers import ungated
 from tcpworkers.egress import EgressPolicy, request_scope
@@ -27,6 +29,8 @@ from tcpworkers.testing import TestCA
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
 PG_SOCKET_DIR = "/var/run/postgresql"
+# redis-py retries connection errors with backoff by default; a denial is final.
+NO_RETRY = Retry(NoBackoff(), 0)
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 
 
@@ -139,7 +143,7 @@ async def test_redis_inside_a_scope() -> None:
 
 async def test_redis_to_a_denied_host_raises() -> None:
     async with request_scope(NO_LOOPBACK):
-        client = aioredis.Redis(host="localhost", port=6379)
+        client = aioredis.Redis(host="localhost", port=6379, retry=NO_RETRY)
         with pytest.raises(Exception, match="denied by the egress policy") as info:
             await client.ping()
         # redis wraps OSError in its own ConnectionError; ours is the cause.
@@ -231,3 +235,17 @@ async def test_aiosmtplib_to_a_denied_host(smtp_server: tuple[int, _Inbox]) -> N
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         with pytest.raises(aiosmtplib.SMTPConnectError, match="denied by the egress policy"):
             await client.connect()
+
+
+async def test_driver_connections_can_be_forbidden_in_a_context() -> None:
+    from tcpworkers.egress import forbid_connections
+    from tcpworkers.errors import ConnectNotAllowedError
+
+    with forbid_connections("not during import"):
+        with pytest.raises(ConnectNotAllowedError, match="not during import"):
+            await asyncpg.connect(**PG)
+        client = aioredis.Redis(host="127.0.0.1", port=6379, retry=NO_RETRY)
+        with pytest.raises(Exception, match="not during import") as info:
+            await client.ping()  # redis wraps OSError-free errors in its ConnectionError
+        assert isinstance(info.value.__cause__ or info.value.__context__, ConnectNotAllowedError)
+        await client.aclose()

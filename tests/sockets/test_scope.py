@@ -243,3 +243,14 @@ async def test_ten_thousand_abandoning_scopes_leak_nothing(echo_server: EchoServ
     await asyncio.sleep(0.2)
     assert len(asyncio.all_tasks()) == tasks
     assert open_fds() == fds
+
+
+async def test_connections_can_be_forbidden_in_a_context() -> None:
+    from tcpworkers.egress import forbid_connections
+    from tcpworkers.errors import ConnectNotAllowedError
+
+    with (
+        forbid_connections("not while the worker module is imported"),
+        pytest.raises(ConnectNotAllowedError, match="worker module is imported"),
+    ):
+        connect("127.0.0.1:5432")

@@ -38,7 +38,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from tcpworkers.egress._scope import RequestScope, current_scope, use_scope
+from tcpworkers.egress._scope import (
+    RequestScope,
+    check_connections_allowed,
+    current_scope,
+    use_scope,
+)
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer
@@ -165,6 +170,7 @@ class GateMixin:
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
+        check_connections_allowed()
         scope = current_scope()
         if scope is None:
             return await base.create_connection(
@@ -221,6 +227,7 @@ class GateMixin:
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
+        check_connections_allowed()
         scope = current_scope()
         if scope is None:
             return await base.create_unix_connection(protocol_factory, path, **kwargs)

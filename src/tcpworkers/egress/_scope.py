@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol, final
 
 from tcpworkers.egress._policy import EgressPolicy
-from tcpworkers.errors import ScopeClosedError, SocketLimitError
+from tcpworkers.errors import ConnectNotAllowedError, ScopeClosedError, SocketLimitError
 
 __all__ = [
     "DEFAULT_MAX_SOCKETS",
@@ -32,8 +32,10 @@ __all__ = [
     "RequestScope",
     "ScopeStats",
     "ScopedResource",
+    "check_connections_allowed",
     "current_scope",
     "default_policy",
+    "forbid_connections",
     "request_scope",
     "set_default_policy",
     "use_scope",
@@ -271,6 +273,29 @@ _current: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
     "tcpworkers_request_scope", default=None
 )
 _default_policy: list[EgressPolicy] = [EgressPolicy.default()]
+
+
+_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tcpworkers_connect_forbidden", default=None
+)
+
+
+@contextlib.contextmanager
+def forbid_connections(reason: str) -> Iterator[None]:
+    """Make every ``connect()`` (and gated driver connection) in this context raise
+    ``ConnectNotAllowedError`` with ``reason``: used while a worker module is imported."""
+    token = _forbidden.set(reason)
+    try:
+        yield
+    finally:
+        _forbidden.reset(token)
+
+
+def check_connections_allowed() -> None:
+    """Raise ``ConnectNotAllowedError`` inside :func:`forbid_connections`."""
+    reason = _forbidden.get()
+    if reason is not None:
+        raise ConnectNotAllowedError(reason)
 
 
 def current_scope() -> RequestScope | None:

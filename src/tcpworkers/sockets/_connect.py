@@ -7,7 +7,7 @@ import math
 import ssl
 from typing import Final, get_args
 
-from tcpworkers.egress._scope import current_scope
+from tcpworkers.egress._scope import check_connections_allowed, current_scope
 from tcpworkers.sockets._address import parse_address
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._socket import SecureTransport, Socket
@@ -54,7 +54,10 @@ def connect(
         TypeError: an argument has the wrong type.
         ValueError: an argument has a bad value (the message says which forms are accepted).
         RuntimeError: there is no running event loop.
+        ConnectNotAllowedError: connections cannot be opened here (a worker module being
+            imported: open sockets inside a request handler).
     """
+    check_connections_allowed()
     host_port = parse_address(address)
     if secure_transport not in _SECURE_TRANSPORTS:
         raise ValueError(
