@@ -15,12 +15,26 @@ from typing import cast, final
 
 from tcpworkers.sockets._buffer import ReadBuffer
 
-__all__ = ["StreamProtocol"]
+__all__ = [
+    "BufferedStreamProtocol",
+    "PlainStreamProtocol",
+    "StreamProtocol",
+    "protocol_class_for",
+]
+
+# Receive-buffer size for the buffered variant, and the largest piece handed to readers. 64 KiB
+# pieces are below glibc's mmap threshold (128 KiB), so their allocations reuse heap memory
+# instead of zero-filled fresh pages (measured: ~20,000+ page faults per GB otherwise).
+RECV_SIZE = 256 * 1024
+PIECE_SIZE = 64 * 1024
 
 
-@final
-class StreamProtocol(asyncio.Protocol):
-    """Buffers received data and tracks the transport's condition for one ``Socket``."""
+class StreamProtocol(asyncio.BaseProtocol):
+    """Buffers received data and tracks the transport's condition for one ``Socket``.
+
+    Used through one of its two concrete forms, :class:`PlainStreamProtocol` and
+    :class:`BufferedStreamProtocol` (see :func:`protocol_class_for`).
+    """
 
     def __init__(self, *, keep_open_after_eof: bool, read_high_water: int) -> None:
         self.transport: asyncio.Transport | None = None
@@ -50,10 +64,14 @@ class StreamProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        # Pause only when the reader was already a high-water mark behind *before* this chunk:
+        # a loop hands over up to 256 KiB at a time, and pausing on every chunk above 64 KiB
+        # costs two epoll_ctl calls per chunk (measured: ~1.3x CPU per byte on bulk reads).
+        # Memory stays bounded at about one high-water mark plus one receive chunk.
+        behind = len(self.buffer)
         self.buffer.append(data)
         self.bytes_in += len(data)
-        size = len(self.buffer)
-        if size > self.read_high_water and size >= self.read_need and not self.reading_paused:
+        if behind >= self.read_high_water and behind >= self.read_need and not self.reading_paused:
             self._pause_reading()
         _wake(self._read_waiter)
 
@@ -134,6 +152,47 @@ class StreamProtocol(asyncio.Protocol):
         self.reading_paused = False
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
+
+
+@final
+class PlainStreamProtocol(StreamProtocol, asyncio.Protocol):
+    """The protocol receiving ``bytes`` objects from the transport."""
+
+
+@final
+class BufferedStreamProtocol(StreamProtocol, asyncio.BufferedProtocol):
+    """The same protocol, receiving into one reused buffer (see ``protocol_class_for``).
+
+    uvloop receives into its own buffer and copies each receive into a new ``bytes`` anyway;
+    receiving into ours instead and copying out ``PIECE_SIZE`` pieces costs the same one copy,
+    but the pieces are exactly what ``read()`` hands out (no second copy to slice a 256 KiB
+    chunk) and small enough to come from reused heap memory.
+    """
+
+    def __init__(self, *, keep_open_after_eof: bool, read_high_water: int) -> None:
+        super().__init__(keep_open_after_eof=keep_open_after_eof, read_high_water=read_high_water)
+        self._recv = bytearray(RECV_SIZE)
+        self._recv_view = memoryview(self._recv)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._recv_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self._recv_view
+        for start in range(0, nbytes, PIECE_SIZE):
+            self.data_received(view[start : min(start + PIECE_SIZE, nbytes)].tobytes())
+
+
+def protocol_class_for(loop: asyncio.AbstractEventLoop) -> type[StreamProtocol]:
+    """The receive strategy that copies least on ``loop``.
+
+    The stdlib selector loop's ``sock.recv()`` allocates the ``bytes`` itself (no copy in user
+    space), so the plain protocol is best there; uvloop copies every receive once, so receiving
+    into our own buffer costs nothing extra and gives reader-sized pieces.
+    """
+    if isinstance(loop, asyncio.SelectorEventLoop):
+        return PlainStreamProtocol
+    return BufferedStreamProtocol
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from tcpworkers.errors import (
 from tcpworkers.sockets._address import Address, format_hostport
 from tcpworkers.sockets._dial import Dialer
 from tcpworkers.sockets._gate import permitted_targets
-from tcpworkers.sockets._protocol import StreamProtocol
+from tcpworkers.sockets._protocol import protocol_class_for
 from tcpworkers.sockets._translate import broken_error, connect_error
 
 __all__ = [
@@ -188,7 +189,7 @@ class Socket:
         # TLS cannot be half-open (asyncio's TLS transport ends the session on EOF), so the
         # transport closes itself on EOF for TLS whatever allow_half_open says.
         self._allow_half_open = allow_half_open
-        self._protocol = StreamProtocol(
+        self._protocol = protocol_class_for(loop)(
             keep_open_after_eof=allow_half_open and secure_transport != "on",
             read_high_water=max(high_water_mark, 1),
         )
@@ -629,8 +630,9 @@ class Socket:
 
     async def _readexactly(self, n: int) -> bytes:
         self._check_owner()
-        await self._wait_for_data(n)
         protocol = self._protocol
+        if self._reading or not (self._state is _State.OPEN and len(protocol.buffer) >= n):
+            await self._wait_for_data(n)
         if len(protocol.buffer) < n:
             self._raise_if_broken()
             raise IncompleteReadError(protocol.buffer.take_exactly(n), n)
@@ -794,10 +796,12 @@ class ReadableStream:
         return await self._socket._readuntil(sep, limit)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        """Iterate over received data until EOF, one received chunk (of any size) at a time."""
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        while chunk := await self._socket._read(DEFAULT_READ_SIZE):
+        # Iteration has no size argument: hand each received chunk over whole, uncopied.
+        while chunk := await self._socket._read(sys.maxsize):
             yield chunk
 
 
@@ -850,6 +854,8 @@ def _as_bytes(data: object) -> bytes:
 
 
 def _check_positive(name: str, value: object) -> None:
+    if type(value) is int and value > 0:
+        return  # the common case, without the isinstance calls
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value <= 0:
