@@ -249,3 +249,21 @@ async def test_driver_connections_can_be_forbidden_in_a_context() -> None:
             await client.ping()  # redis wraps OSError-free errors in its ConnectionError
         assert isinstance(info.value.__cause__ or info.value.__context__, ConnectNotAllowedError)
         await client.aclose()
+
+
+async def test_connect_on_the_gated_loop_is_gated_once() -> None:
+    """connect() decides and counts itself; the gated loop must not count it again."""
+    from tcpworkers import connect
+    from tcpworkers.testing import EchoServer
+
+    async with EchoServer() as server, request_scope(slot_timeout=1) as scope:
+        sockets = [connect(server.address) for _ in range(6)]  # exactly the limit
+        for sock in sockets:
+            await sock.writable.write(b"12345678")
+            assert await sock.readable.readexactly(8) == b"12345678"
+        assert len(scope.open_resources) == 6
+        for sock in sockets:
+            await sock.close()
+    assert scope.stats.sockets_opened == 6
+    assert scope.stats.bytes_in == 6 * 8
+    assert scope.stats.bytes_out == 6 * 8

@@ -98,6 +98,8 @@ class Dialer:
 
     async def connect_first(self, targets: Sequence[Target]) -> socket.socket:
         """Connect to the first of ``targets`` that answers (happy eyeballs)."""
+        if len(targets) == 1:
+            return await self.connect(targets[0])  # nothing to race
         return await happy_eyeballs(targets, self.connect, self.happy_eyeballs_delay)
 
 

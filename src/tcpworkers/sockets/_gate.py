@@ -6,13 +6,34 @@ the connection see the same IP and DNS rebinding has no window.
 
 from __future__ import annotations
 
-from tcpworkers.egress import EgressPolicy
+from typing import Final
+
+from tcpworkers.egress import Decision, EgressPolicy
 from tcpworkers.egress._scope import RequestScope
 from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target
 
 __all__ = ["permitted_targets"]
+
+# Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
+# spellings, walking the class tables); a worker talks to the same few destinations over and
+# over, so a small bounded cache makes the check nearly free. The policy is kept in the entry
+# and compared by identity, so a recycled id() can never return another policy's decision.
+_DECISION_CACHE_SIZE: Final = 1024
+_decisions: dict[tuple[int, str, str, int], tuple[EgressPolicy, Decision]] = {}
+
+
+def _decide(policy: EgressPolicy, host: str, ip: str, port: int) -> Decision:
+    key = (id(policy), host, ip, port)
+    entry = _decisions.get(key)
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    decision = policy.decide(host, ip, port)
+    if len(_decisions) >= _DECISION_CACHE_SIZE:
+        del _decisions[next(iter(_decisions))]  # drop the oldest entry
+    _decisions[key] = (policy, decision)
+    return decision
 
 
 async def permitted_targets(
@@ -32,7 +53,7 @@ async def permitted_targets(
     permitted: list[Target] = []
     first_refusal = None
     for target in targets:
-        decision = policy.decide(host, target.ip, port)
+        decision = _decide(policy, host, target.ip, port)
         if decision.allowed:
             permitted.append(target)
         elif first_refusal is None:
