@@ -46,7 +46,7 @@ from tcpworkers.egress._scope import (
 )
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import current_dialer
+from tcpworkers.sockets._dial import current_dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]
@@ -198,19 +198,31 @@ class GateMixin:
         await scope.acquire(conn)
         started = time.perf_counter()
         try:
-            if sock is None:
-                sock = await _dial(scope, str(host), int(port or 0), family)
-            else:
-                _check_given_socket(scope, sock)
             if ssl and server_hostname is None:
                 server_hostname = host
-            transport, protocol = await base.create_connection(
-                lambda: conn.wrap(protocol_factory()),
-                sock=sock,
-                ssl=ssl,
-                server_hostname=server_hostname,
-                **kwargs,
-            )
+            address: tuple[str, int] | None = None
+            if sock is None:
+                sock, address = await _dial(scope, str(host), int(port or 0), family)
+            else:
+                _check_given_socket(scope, sock)
+            if address is not None:
+                # One permitted address: the base loop connects to that IP literal itself
+                # (no lookup for a literal), cheaper than sock_connect + sock=.
+                transport, protocol = await base.create_connection(
+                    lambda: conn.wrap(protocol_factory()),
+                    *address,
+                    ssl=ssl,
+                    server_hostname=server_hostname,
+                    **kwargs,
+                )
+            else:
+                transport, protocol = await base.create_connection(
+                    lambda: conn.wrap(protocol_factory()),
+                    sock=sock,
+                    ssl=ssl,
+                    server_hostname=server_hostname,
+                    **kwargs,
+                )
         except BaseException:
             if sock is not None:
                 sock.close()
@@ -268,12 +280,18 @@ class GateMixin:
         return tls_transport
 
 
-async def _dial(scope: RequestScope, host: str, port: int, family: int) -> socket.socket:
+async def _dial(
+    scope: RequestScope, host: str, port: int, family: int
+) -> tuple[socket.socket | None, tuple[str, int] | None]:
+    """Resolve and check; return a connected socket, or the one permitted address for the base
+    loop to connect to itself (when the system connector would be used anyway)."""
     dialer = current_dialer()
     targets = await permitted_targets(dialer, scope.policy, host, port, scope)
     if family:
         targets = [t for t in targets if t.family == family] or targets
-    return await dialer.connect_first(targets)
+    if len(targets) == 1 and dialer.connect is system_connect:
+        return None, (targets[0].ip, targets[0].sockaddr[1])
+    return await dialer.connect_first(targets), None
 
 
 def _check_given_socket(scope: RequestScope, sock: socket.socket) -> None:
