@@ -12,7 +12,19 @@ any asyncio program::
 
 from tcpworkers import errors
 from tcpworkers._loop import run
+from tcpworkers.runtime import Headers, Request, Response, WorkerEntrypoint
 from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
 
-__all__ = ["Socket", "SocketInfo", "TlsOptions", "connect", "errors", "run"]
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "Socket",
+    "SocketInfo",
+    "TlsOptions",
+    "WorkerEntrypoint",
+    "connect",
+    "errors",
+    "run",
+]
 __version__ = "0.1.0"

@@ -86,6 +86,8 @@ def test_public_api_is_pinned() -> None:
         "StartTlsConnection",
         "StartTlsServer",
         "TestCA",
+        "WorkerServer",
+        "serve_worker",
         "untrusted_ca",
     ]
     for name in tcpworkers.testing.__all__:

@@ -10,13 +10,18 @@ import tcpworkers.testing
 
 def test_top_level_names() -> None:
     assert sorted(tcpworkers.__all__) == [
+        "Headers",
+        "Request",
+        "Response",
         "Socket",
         "SocketInfo",
         "TlsOptions",
+        "WorkerEntrypoint",
         "connect",
         "errors",
         "run",
     ]
+    assert all(getattr(tcpworkers, name) is not None for name in tcpworkers.__all__)
 
 
 def test_error_hierarchy() -> None:

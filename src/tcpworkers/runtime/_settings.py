@@ -55,7 +55,7 @@ class RuntimeSettings:
     policy: EgressPolicy = field(default_factory=EgressPolicy.dev)
     limits: Limits = field(default_factory=Limits)
     vars: Mapping[str, VarValue] = field(default_factory=dict)
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # never printed
     metrics_path: str | None = "/__tcpworkers/metrics"
 
 

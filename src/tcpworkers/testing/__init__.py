@@ -13,6 +13,8 @@ connections when its ``async with`` block ends. Nothing here connects anywhere b
   a client certificate), client contexts that trust it, and client certificates.
 - :class:`FaultProxy` sits between a client and a loopback server and injects a :class:`Fault`:
   a reset or a clean close after n bytes, a stall, a truncated TLS record, a refused connection.
+- :func:`serve_worker` serves a worker over real HTTP on loopback (uvicorn, in the test's own
+  event loop) and yields a :class:`WorkerServer` with its ``url`` and an ``httpx`` ``client``.
 
 Example::
 
@@ -42,7 +44,8 @@ Example::
                 await reader.read()
             writer.close()
 
-TLS helpers need the ``testing`` extra (``pip install 'tcpworkers[testing]'``, for trustme).
+TLS helpers and ``serve_worker`` need the ``testing`` extra
+(``pip install 'tcpworkers[testing]'``: trustme, uvicorn, httpx).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from tcpworkers.testing._servers import (
     StartTlsConnection,
     StartTlsServer,
 )
+from tcpworkers.testing._worker import WorkerServer, serve_worker
 
 __all__ = [
     "ClientCert",
@@ -66,5 +70,7 @@ __all__ = [
     "StartTlsConnection",
     "StartTlsServer",
     "TestCA",
+    "WorkerServer",
+    "serve_worker",
     "untrusted_ca",
 ]

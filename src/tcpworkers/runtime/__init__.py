@@ -1,0 +1,77 @@
+"""The worker runtime: load a worker, serve it over ASGI, one request scope per request.
+
+- :func:`load_worker` finds a worker's handler (``fetch``, ``on_fetch``, a
+  :class:`WorkerEntrypoint` subclass, or an ASGI application) in a file or module.
+- :class:`WorkerApp` is the ASGI application that serves it: every request runs in its own
+  ``RequestScope`` (egress policy, socket limits, clean-up), with ``env`` and ``ctx``.
+- :class:`Request`, :class:`Response` and :class:`Headers` are the Fetch API in Python form;
+  ``Response(sock.readable)`` streams a socket to the client.
+- :class:`Env` carries vars, secrets and :class:`Binding` objects; :class:`ExecutionContext` is
+  ``ctx`` (``ctx.wait_until``).
+- :class:`RuntimeSettings` is what the configuration layer resolves for the runtime.
+"""
+
+from tcpworkers.runtime._app import CLIENT_CLOSED_REQUEST, WorkerApp
+from tcpworkers.runtime._body import (
+    DEFAULT_MAX_BODY_SIZE,
+    BodyTooLargeError,
+    BodyUsedError,
+    ClientDisconnectedError,
+)
+from tcpworkers.runtime._compat import install_workers_module, workers_module
+from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._env import Binding, Env
+from tcpworkers.runtime._headers import Headers
+from tcpworkers.runtime._request import Request
+from tcpworkers.runtime._response import Response
+from tcpworkers.runtime._settings import (
+    Limits,
+    Mode,
+    RequestObserver,
+    RequestRecord,
+    RuntimeSettings,
+    VarValue,
+)
+from tcpworkers.runtime._worker import (
+    ACCEPTED_SHAPES,
+    Worker,
+    WorkerEntrypoint,
+    WorkerKind,
+    WorkerLoadError,
+    load_worker,
+)
+
+__all__ = [
+    # handlers and their objects
+    "Binding",
+    "BodyTooLargeError",
+    "BodyUsedError",
+    "ClientDisconnectedError",
+    "DEFAULT_MAX_BODY_SIZE",
+    "Env",
+    "ExecutionContext",
+    "Headers",
+    "Request",
+    "Response",
+    # loading and serving
+    "ACCEPTED_SHAPES",
+    "CLIENT_CLOSED_REQUEST",
+    "Worker",
+    "WorkerApp",
+    "WorkerEntrypoint",
+    "WorkerKind",
+    "WorkerLoadError",
+    "install_workers_module",
+    "load_worker",
+    "workers_module",
+    # the settings contract with the configuration layer
+    "Limits",
+    "Mode",
+    "RequestObserver",
+    "RequestRecord",
+    "RuntimeSettings",
+    "VarValue",
+    # -- configuration, CLI, serving, metrics and logging (R2) ------------------------------
+    # Names from the config/serving modules are added here when they land, e.g.
+    # "load_config", "serve", "MetricsObserver", "LogObserver".
+]

@@ -1,0 +1,124 @@
+"""Builds the ASGI application the CLI serves, in the CLI's process or in a server process.
+
+With ``--reload`` or ``--workers N`` uvicorn starts fresh server processes (``spawn``) that
+import the application by name, so the CLI passes what it resolved through environment
+variables (:func:`launch_environ`) and each process rebuilds the same application with
+:func:`create_app`, the factory uvicorn calls. Reading the config again in the server process
+is deliberate: in ``dev`` an edited ``tcpworkers.toml`` takes effect on the next reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Final
+
+from tcpworkers.config import Config, ConfigError, Overrides, load_config
+from tcpworkers.runtime._app import WorkerApp
+from tcpworkers.runtime._logging import LOGGER, AccessLog, set_secrets
+from tcpworkers.runtime._metrics import ASGIApp, Metrics, MetricsEndpoint
+from tcpworkers.runtime._settings import Mode, RequestObserver
+from tcpworkers.runtime._worker import WorkerLoadError, load_worker
+
+__all__ = [
+    "ENV_CONFIG",
+    "ENV_MODE",
+    "ENV_OVERRIDES",
+    "ENV_WORKER",
+    "FACTORY",
+    "build_app",
+    "create_app",
+    "launch_environ",
+]
+
+ENV_MODE: Final = "TCPWORKERS_MODE"
+ENV_WORKER: Final = "TCPWORKERS_WORKER"
+ENV_CONFIG: Final = "TCPWORKERS_CONFIG"
+ENV_OVERRIDES: Final = "TCPWORKERS_OVERRIDES"
+# The import string uvicorn uses to build the application in a server process.
+FACTORY: Final = f"{__name__}:create_app"
+# uvicorn's exit status for "failed before serving": its supervisor then stops instead of
+# restarting the process in a loop (uvicorn.config.STARTUP_FAILURE).
+STARTUP_FAILURE: Final = 3
+
+_log = logging.getLogger(LOGGER)
+
+
+def launch_environ(
+    mode: Mode, worker: str | None, config_path: str | None, overrides: Overrides
+) -> dict[str, str]:
+    """The environment variables :func:`create_app` reads, for what the CLI was given.
+
+    The CLI's inputs are passed (not the resolved config) so that secrets never travel in the
+    environment under new names, and the server process resolves exactly as the CLI did.
+    """
+    return {
+        ENV_MODE: mode,
+        ENV_WORKER: worker or "",
+        ENV_CONFIG: config_path or "",
+        ENV_OVERRIDES: overrides.to_json(),
+    }
+
+
+def create_app() -> ASGIApp:
+    """uvicorn's application factory in server processes: config from the environment.
+
+    A configuration or worker error is logged (without a traceback: the message says what
+    to fix) and ends the process with uvicorn's startup-failure status.
+    """
+    environ: Mapping[str, str] = os.environ
+    given = environ.get(ENV_MODE)
+    if given not in ("dev", "serve"):
+        _log.error(
+            "%s is %r: create_app() builds the application for `tcpworkers dev|serve` "
+            "and is not meant to be used directly",
+            ENV_MODE,
+            given,
+        )
+        sys.exit(STARTUP_FAILURE)
+    mode: Mode = "dev" if given == "dev" else "serve"
+    try:
+        config = load_config(
+            mode,
+            environ.get(ENV_WORKER) or None,
+            config_path=environ.get(ENV_CONFIG) or None,
+            overrides=Overrides.from_json(environ.get(ENV_OVERRIDES) or "{}"),
+        )
+        return build_app(config)
+    except (ConfigError, WorkerLoadError) as exc:
+        _log.error("%s", exc)
+        sys.exit(STARTUP_FAILURE)
+    except Exception:
+        # Whatever importing the worker raised (a SyntaxError after an edit, ...): the
+        # traceback is the useful part. The status keeps supervisors from restarting in a loop.
+        _log.exception("loading the worker failed")
+        sys.exit(STARTUP_FAILURE)
+
+
+def build_app(config: Config) -> ASGIApp:
+    """Load the worker and wrap it: access log, metrics (when enabled), secret redaction.
+
+    Raises:
+        WorkerLoadError: the worker cannot be loaded.
+    """
+    # Redact secrets from every log line this process writes from here on.
+    set_secrets(config.runtime.secrets.values())
+    worker = load_worker(config.worker)
+    for binding in config.bindings.values():
+        _log.warning(
+            "bindings.%s: %s bindings are not served yet (the pool binding comes in a later "
+            "release); env.%s is not set",
+            binding.name,
+            binding.type,
+            binding.name,
+        )
+    metrics = Metrics() if config.server.metrics_path is not None else None
+    observers: list[RequestObserver] = [AccessLog(config.server.log_format)]
+    if metrics is not None:
+        observers.append(metrics)
+    app: ASGIApp = WorkerApp(worker, config.runtime, observers=observers)
+    if metrics is not None and config.server.metrics_path is not None:
+        app = MetricsEndpoint(app, metrics, config.server.metrics_path)
+    return app

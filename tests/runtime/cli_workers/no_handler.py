@@ -1,0 +1,3 @@
+"""A module with no handler: loading it must list the accepted shapes."""
+
+GREETING = "hello"
