@@ -11,6 +11,7 @@ any asyncio program::
 """
 
 from tcpworkers import errors
+from tcpworkers._fetch import fetch
 from tcpworkers._loop import run
 from tcpworkers.runtime import Headers, Request, Response, WorkerEntrypoint
 from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
@@ -25,6 +26,7 @@ __all__ = [
     "WorkerEntrypoint",
     "connect",
     "errors",
+    "fetch",
     "run",
 ]
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ def test_top_level_names() -> None:
         "WorkerEntrypoint",
         "connect",
         "errors",
+        "fetch",
         "run",
     ]
     assert all(getattr(tcpworkers, name) is not None for name in tcpworkers.__all__)
