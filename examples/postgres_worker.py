@@ -19,7 +19,7 @@ password), by default ``postgresql://postgres@127.0.0.1:5432/test``. Run it::
 
 from __future__ import annotations
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import asyncpg
 
 from tcpworkers import Request, Response
 from tcpworkers.runtime import Env, ExecutionContext

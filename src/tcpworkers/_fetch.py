@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator
 from typing import Final, Literal, get_args
 from urllib.parse import urlsplit
 
-from tcpworkers.errors import TcpworkersError
+from tcpworkers.errors import FetchError, FetchTimeoutError
 from tcpworkers.runtime._body import Body, BodyInit
 from tcpworkers.runtime._headers import Headers, HeadersInit
 from tcpworkers.runtime._response import Response
@@ -58,21 +58,6 @@ MAX_REDIRECTS: Final = 20
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Forbidden by the Fetch standard; CONNECT would also open a tunnel the gate never sees.
 _FORBIDDEN_METHODS: Final = frozenset({"CONNECT", "TRACE", "TRACK"})
-
-
-class FetchError(TcpworkersError):
-    """The HTTP exchange failed after the connection opened: the server broke the protocol (or
-    closed the connection without a response), too many redirects, a redirect to a URL that
-    cannot be fetched, or a response that cannot be represented.
-
-    Failures to open a connection are the ``ConnectError`` family instead (``EgressDeniedError``,
-    ``ConnectTimeoutError``, ``TLSHandshakeError``, ...), and a connection reset mid-exchange
-    is ``SocketBrokenError``, exactly as for ``connect()``.
-    """
-
-
-class FetchTimeoutError(FetchError, TimeoutError):
-    """A read or write of the HTTP exchange made no progress within ``timeout`` seconds."""
 
 
 async def fetch(

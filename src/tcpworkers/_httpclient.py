@@ -44,7 +44,8 @@ from typing import Any, Final, final
 import httpcore
 import httpx
 
-from tcpworkers._fetch import MAX_REDIRECTS, FetchError, FetchTimeoutError
+from tcpworkers._fetch import MAX_REDIRECTS
+from tcpworkers.errors import FetchError, FetchTimeoutError
 from tcpworkers.runtime._headers import Headers
 from tcpworkers.runtime._response import NULL_BODY_STATUSES, Response
 from tcpworkers.sockets import Socket, TlsOptions, connect

@@ -16,6 +16,8 @@ __all__ = [
     "CrossRequestError",
     "ConnectTimeoutError",
     "EgressDeniedError",
+    "FetchError",
+    "FetchTimeoutError",
     "IncompleteReadError",
     "ReadLimitError",
     "ScopeClosedError",
@@ -112,3 +114,18 @@ class IncompleteReadError(SocketError, EOFError):
 
 class ReadLimitError(SocketError, ValueError):
     """``readuntil()`` found no separator within ``limit`` bytes; the data stays buffered."""
+
+
+class FetchError(TcpworkersError):
+    """The HTTP exchange failed after the connection opened: the server broke the protocol (or
+    closed the connection without a response), too many redirects, a redirect to a URL that
+    cannot be fetched, or a response that cannot be represented.
+
+    Failures to open a connection are the ``ConnectError`` family instead (``EgressDeniedError``,
+    ``ConnectTimeoutError``, ``TLSHandshakeError``, ...), and a connection reset mid-exchange
+    is ``SocketBrokenError``, exactly as for ``connect()``.
+    """
+
+
+class FetchTimeoutError(FetchError, TimeoutError):
+    """A read or write of the HTTP exchange made no progress within ``timeout`` seconds."""

@@ -20,7 +20,6 @@ import pytest
 
 import tcpworkers
 from tcpworkers import Request, Response, TlsOptions, fetch
-from tcpworkers._fetch import FetchError, FetchTimeoutError
 from tcpworkers.egress import (
     EgressPolicy,
     forbid_connections,
@@ -33,6 +32,8 @@ from tcpworkers.errors import (
     ConnectTimeoutError,
     CrossRequestError,
     EgressDeniedError,
+    FetchError,
+    FetchTimeoutError,
     SocketBrokenError,
     TcpworkersError,
     TLSHandshakeError,

@@ -39,6 +39,9 @@ def test_error_hierarchy() -> None:
     assert issubclass(e.SocketBrokenError, ConnectionError)
     assert issubclass(e.IncompleteReadError, EOFError)
     assert issubclass(e.ReadLimitError, ValueError)
+    assert issubclass(e.FetchError, e.TcpworkersError)
+    assert issubclass(e.FetchTimeoutError, e.FetchError)
+    assert issubclass(e.FetchTimeoutError, TimeoutError)
     for name in ("SocketClosedError", "SocketBusyError", "StartTlsError", "CrossRequestError"):
         assert issubclass(getattr(e, name), e.SocketError)
     assert all(hasattr(e, name) for name in e.__all__)

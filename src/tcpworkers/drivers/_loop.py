@@ -80,7 +80,7 @@ class _TrackedConnection:
         self.scope.release(self)
 
     async def close(self) -> None:
-        if self.transport is None or self._lost.done():
+        if self.transport is None or self.is_done():
             self.on_lost()
             return
         self.transport.close()

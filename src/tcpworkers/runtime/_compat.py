@@ -18,8 +18,7 @@ What is covered (each name is the tcpworkers object itself, not a copy):
 - ``Request`` (``method``, ``url``, ``headers``, ``await text()/json()/bytes()``), ``Response``
   (``Response(body, status=, headers=)``, ``Response.json(data)``, ``Response.redirect(url)``),
   ``Headers``, ``Context`` (the type of ``ctx``: ``ctx.waitUntil`` / ``ctx.wait_until``);
-- ``fetch``: ``tcpworkers.fetch`` when this tcpworkers has it; until then a stand-in that raises
-  ``NotImplementedError`` saying so;
+- ``fetch``: ``tcpworkers.fetch`` (outbound HTTP through the same egress gate);
 - ``env``: vars, secrets and bindings as attributes (``self.env.API_KEY``).
 
 What is not (using these raises an error naming the gap):
@@ -76,13 +75,6 @@ def handler(fn: F) -> F:
     return fn
 
 
-async def _fetch_unavailable(*args: object, **kwargs: object) -> Response:
-    raise NotImplementedError(
-        "workers.fetch() needs tcpworkers.fetch, which this version of tcpworkers does not "
-        "have yet; use an HTTP client such as httpx inside the handler for now"
-    )
-
-
 def workers_module() -> ModuleType:
     """A new ``workers`` module holding the tcpworkers equivalents (see the module docstring)."""
     import tcpworkers  # at call time: the package imports the runtime, not the other way round
@@ -99,8 +91,7 @@ def workers_module() -> ModuleType:
         "Request": Request,
         "Response": Response,
         "WorkerEntrypoint": WorkerEntrypoint,
-        # Structured so a later tcpworkers.fetch is picked up with no change here.
-        "fetch": getattr(tcpworkers, "fetch", _fetch_unavailable),
+        "fetch": tcpworkers.fetch,
         "handler": handler,
     }
     vars(module).update(exported)
