@@ -14,6 +14,7 @@ killed with SIGKILL; :class:`PeerProcess` also terminates it on exit, exceptions
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -122,6 +123,19 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 
 # -- event loops and the machine -----------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so stdout keeps only the results."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def load_average() -> float:

@@ -100,6 +100,8 @@ from _common import (
     median,
     percentile,
     pin_to,
+    positive_int,
+    progress,
     write_json,
 )
 from tcpworkers import connect
@@ -375,7 +377,7 @@ def run_all(config: Config, port: int, runners: dict[LoopKind, asyncio.Runner]) 
     gated_connect = gated.run(scope_stats(connect_op, port, policy))
     double = check_stats(SCOPE_GATED, gated_connect, writes_counted=True)
     if double:
-        _progress(
+        progress(
             "note: connect() in a scope on the gated loop is not accounted as one connection "
             f"(gated twice?): {'; '.join(double)}"
         )
@@ -398,7 +400,7 @@ def run_all(config: Config, port: int, runners: dict[LoopKind, asyncio.Runner]) 
             blocks += 1
         for name, tally in tallies.items():
             samples[name].append(sample(tally))
-        _progress(
+        progress(
             f"round {rnd + 1}/{config.rounds} p50 µs: "
             + ", ".join(f"{name} {samples[name][-1].p50_us:.0f}" for name in samples)
         )
@@ -559,9 +561,9 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument(
-        "--ops", type=_positive, help="timed operations per variant per round (default 1500)"
+        "--ops", type=positive_int, help="timed operations per variant per round (default 1500)"
     )
-    parser.add_argument("--rounds", type=_positive, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (default 5)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -603,16 +605,16 @@ def main(argv: Sequence[str]) -> int:
     gated_factory = gated_loop_factory(prefer_uvloop=config.loop == "uvloop")
     load_before = load_average()
     if load_before > BUSY_LOAD:
-        _progress(
+        progress(
             f"note: the machine is busy (1-minute load average {load_before:.2f}); "
             "expect noisier figures, compare differences rather than absolute numbers"
         )
     if config.connections > ADVISED_MAX_CONNECTIONS:
-        _progress(
+        progress(
             f"warning: {config.connections} connections in one run; above "
             f"{ADVISED_MAX_CONNECTIONS} the ephemeral ports in TIME_WAIT may run out"
         )
-    _progress(
+    progress(
         f"loop={config.loop} ops={config.ops} rounds={config.rounds} "
         f"(+{config.warmup} warm-up) per variant: {config.connections} connections"
     )
@@ -626,7 +628,7 @@ def main(argv: Sequence[str]) -> int:
         ):
             results = run_all(config, echo_server.port, {"plain": plain, "gated": gated})
     except KeyboardInterrupt:
-        _progress("interrupted; the echo server stopped")
+        progress("interrupted; the echo server stopped")
         return 130
     summary = summarize(results.samples)
     gate = overheads(results.samples)
@@ -684,17 +686,6 @@ def main(argv: Sequence[str]) -> int:
     )
     print(f"PASS/MISS is informational. JSON: {path}")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

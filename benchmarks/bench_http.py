@@ -80,6 +80,8 @@ from _common import (
     median,
     percentile,
     pin_to,
+    positive_int,
+    progress,
     write_json,
 )
 
@@ -596,7 +598,7 @@ def run_all(config: Config, procs: Mapping[str, Any], cpus: CpuPlan) -> Results:
                     workload, procs[variant], peer, cpus, config.duration, config.warmup
                 )
                 results.samples.setdefault(workload.name, {}).setdefault(variant, []).append(sample)
-                _progress(
+                progress(
                     f"round {round_index + 1}/{config.rounds} {workload.name:<22} "
                     f"{variant:<16} "
                     + (f"{sample.mbps:9.1f} MB/s" if workload.blast else f"{sample.rps:9.0f} req/s")
@@ -715,12 +717,14 @@ def parse_args(argv: Sequence[str]) -> Config:
         description="The runtime (tcpworkers serve + examples/bench_worker.py) against a bare "
         "ASGI app on uvicorn: req/s for /hello and /echo at c=1 and c=32, blast MB/s.",
     )
-    parser.add_argument("--rounds", type=_positive, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (default 3)")
     parser.add_argument(
         "--duration", type=float, help="measured seconds per variant per workload (default 3)"
     )
-    parser.add_argument("--blast-mib", type=_positive, help="MiB per blast request (default 256)")
-    parser.add_argument("--echo-size", type=_positive, help="bytes per echo (default 64)")
+    parser.add_argument(
+        "--blast-mib", type=positive_int, help="MiB per blast request (default 256)"
+    )
+    parser.add_argument("--echo-size", type=positive_int, help="bytes per echo (default 64)")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 2 rounds of 1 s, 64 MiB blasts"
     )
@@ -758,14 +762,14 @@ def main(argv: Sequence[str]) -> int:
     config = parse_args(argv)
     load_before = load_average()
     if load_before > BUSY_LOAD:
-        _progress(
+        progress(
             f"note: the machine is busy (1-minute load average {load_before:.2f}); "
             "expect noisier figures, compare ratios rather than absolute numbers"
         )
     cpus = cpu_plan(config.pin)
     pin_to(cpus.peers)  # this process only waits; keep it off the server's CPU
     blast_names = {w.name for w in workloads(config.echo_size, config.blast_mib) if w.blast}
-    _progress(
+    progress(
         f"rounds={config.rounds} duration={config.duration}s per run, "
         f"blast {config.blast_mib} MiB; starting the servers"
     )
@@ -776,7 +780,7 @@ def main(argv: Sequence[str]) -> int:
             with servers(cpus, config_path) as procs:
                 results = run_all(config, procs, cpus)
     except KeyboardInterrupt:
-        _progress("interrupted; the servers stopped")
+        progress("interrupted; the servers stopped")
         return 130
     summary = summarize(results, blast_names)
     report: dict[str, Any] = {
@@ -820,17 +824,6 @@ def main(argv: Sequence[str]) -> int:
     )
     print(f"PASS/MISS is informational. JSON: {path}")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _role_main(argv: Sequence[str]) -> int:

@@ -49,6 +49,8 @@ from _common import (
     median,
     percentile,
     pin_to,
+    positive_int,
+    progress,
     write_json,
 )
 from tcpworkers import Socket, connect
@@ -268,7 +270,7 @@ async def run_bulk(port: int, nbytes: int, rounds: int) -> dict[str, list[BulkSa
         for name in order:
             sample = await measure_bulk(BULK_VARIANTS[name], port, nbytes)
             samples[name].append(sample)
-            _progress(
+            progress(
                 f"bulk round {r + 1}/{rounds} {name:<24} {sample.bytes_per_second / GB:6.2f} GB/s"
                 f"  {sample.cpu_per_gb:6.3f} CPU s/GB"
             )
@@ -543,7 +545,7 @@ async def run_echo(port: int, count: int, warmup: int, rounds: int) -> dict[str,
             results = await echo_round(clients, count, reverse=r % 2 == 1)
             for name, sample in results.items():
                 samples[name].append(sample)
-                _progress(
+                progress(
                     f"echo round {r + 1}/{rounds} {name:<24} p50 {sample.p50_us:7.1f} µs"
                     f"  p99 {sample.p99_us:7.1f} µs  {sample.roundtrips_per_s:8.0f} RT/s"
                 )
@@ -639,10 +641,10 @@ def parse_args(argv: Sequence[str]) -> Config:
         description="tcpworkers sockets vs raw asyncio protocols: bulk-read CPU and echo RTT.",
     )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--bulk-mib", type=_positive, help="MiB per bulk read (default 1024)")
-    parser.add_argument("--rounds", type=_positive, help="interleaved rounds (default 5)")
+    parser.add_argument("--bulk-mib", type=positive_int, help="MiB per bulk read (default 1024)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (default 5)")
     parser.add_argument(
-        "--echo-count", type=_positive, help="timed round trips per echo round (default 20000)"
+        "--echo-count", type=positive_int, help="timed round trips per echo round (default 20000)"
     )
     parser.add_argument(
         "--quick",
@@ -690,11 +692,11 @@ def main(argv: Sequence[str]) -> int:
     factory = loop_factory(config.loop)
     load_before = load_average()
     if load_before > BUSY_LOAD:
-        _progress(
+        progress(
             f"note: the machine is busy (1-minute load average {load_before:.2f}); "
             "expect noisier figures, compare ratios rather than absolute numbers"
         )
-    _progress(
+    progress(
         f"loop={config.loop} bulk={config.bulk_mib} MiB rounds={config.rounds} "
         f"echo={config.echo_count} (+{config.echo_warmup} warm-up)"
     )
@@ -710,7 +712,7 @@ def main(argv: Sequence[str]) -> int:
         ):
             results = runner.run(run_all(config, sender.port, echo_server.port))
     except KeyboardInterrupt:
-        _progress("interrupted; peer processes stopped")
+        progress("interrupted; peer processes stopped")
         return 130
     report: dict[str, Any] = {
         "benchmark": "bench_sockets",
@@ -760,17 +762,6 @@ def _cpus(cpus: frozenset[int]) -> str:
 
 def _range(bounds: Sequence[float]) -> str:
     return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, NamedTuple, final
 
 from tcpworkers.drivers import ungated
 from tcpworkers.egress import RequestScope, use_scope
@@ -56,7 +56,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._request import Request
 from tcpworkers.runtime._response import Response
-from tcpworkers.runtime._settings import RequestObserver, RequestRecord, RuntimeSettings
+from tcpworkers.runtime._settings import Limits, RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
 
 __all__ = ["WorkerApp"]
@@ -333,6 +333,16 @@ class _InnerLifespan:
         return None
 
 
+class _Begun(NamedTuple):
+    method: str
+    path: str
+    label: str
+    limits: Limits
+    request_scope: RequestScope
+    ctx: ExecutionContext
+    exchange: _Exchange
+
+
 @final
 class WorkerApp:
     """The ASGI 3 application that serves ``worker``.
@@ -441,8 +451,8 @@ class WorkerApp:
 
     # -- fetch workers ----------------------------------------------------------------------
 
-    async def _serve_fetch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started_at = time.perf_counter()
+    def _begin(self, scope: Scope, send: Send) -> _Begun:
+        """What every HTTP request starts with: its scope, its ctx and its exchange."""
         method: str = scope["method"]
         path: str = scope["path"]
         label = f"{method} {path}"
@@ -455,6 +465,11 @@ class WorkerApp:
         )
         ctx = ExecutionContext(request_scope, label=label)
         exchange = _Exchange(send, head=method == "HEAD")
+        return _Begun(method, path, label, limits, request_scope, ctx, exchange)
+
+    async def _serve_fetch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started_at = time.perf_counter()
+        method, path, label, limits, request_scope, ctx, exchange = self._begin(scope, send)
         inbound = _Inbound(receive, on_disconnect=exchange.client_gone)
         loop = asyncio.get_running_loop()
         deadline = None if limits.wall_time is None else loop.time() + limits.wall_time
@@ -670,18 +685,7 @@ class WorkerApp:
         app = self.worker.asgi_app
         assert app is not None
         started_at = time.perf_counter()
-        method: str = scope["method"]
-        path: str = scope["path"]
-        label = f"{method} {path}"
-        limits = self.settings.limits
-        request_scope = RequestScope(
-            self.settings.policy,
-            max_sockets=limits.max_sockets,
-            slot_timeout=limits.slot_timeout,
-            label=label,
-        )
-        ctx = ExecutionContext(request_scope, label=label)
-        exchange = _Exchange(send, head=method == "HEAD")
+        method, path, label, limits, request_scope, ctx, exchange = self._begin(scope, send)
         state = dict(scope.get("state") or {})
         state["env"] = self.env
         state["ctx"] = ctx
