@@ -6,6 +6,7 @@ Pure code: no I/O, no DNS. Everything here raises ``TypeError`` for a wrong type
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -58,8 +59,7 @@ def parse_address(address: object) -> Address:
         ValueError: the address is malformed; the message names the accepted forms.
     """
     if isinstance(address, str):
-        host, port = _split_hostport(address)
-        return Address(_check_host(host, bracketed_ok=True), _check_port_text(port, address))
+        return _parse_text(address)
     if isinstance(address, Mapping):
         return _from_mapping(address)
     if isinstance(address, tuple):
@@ -73,6 +73,14 @@ def parse_address(address: object) -> Address:
         f"address must be a str, a mapping or a tuple, not {type(address).__name__}; "
         f"{ACCEPTED_FORMS}"
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_text(address: str) -> Address:
+    # Workers connect to the same few addresses over and over; validating one costs ~10 us.
+    # (Errors are not cached: lru_cache does not store exceptions.)
+    host, port = _split_hostport(address)
+    return Address(_check_host(host, bracketed_ok=True), _check_port_text(port, address))
 
 
 def _from_mapping(address: Mapping[str, object]) -> Address:

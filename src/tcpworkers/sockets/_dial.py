@@ -58,6 +58,14 @@ async def system_resolve(host: str, port: int) -> list[Target]:
 
 
 def _literal_target(host: str, port: int) -> Target | None:
+    # inet_pton is the C fast path for the common dotted quad (ipaddress takes ~10 us); it
+    # accepts exactly the canonical form, so the text is already the address.
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    else:
+        return Target(socket.AF_INET, (host, port))
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -547,9 +547,16 @@ class Socket:
             self._closed.resolve(None)
             return
         lost = protocol.lost_future()
+        # With nothing left to send, a plain TCP close completes on the next loop pass: skip the
+        # timer. Unsent data (a peer that may never read it) and TLS (the close_notify
+        # exchange) can stall, so those are bounded by close_flush_timeout.
+        bounded = transport.get_write_buffer_size() > 0 or self._secure_transport == "on"
         transport.close()
         try:
-            await asyncio.wait_for(lost, close_flush_timeout)
+            if bounded:
+                await asyncio.wait_for(lost, close_flush_timeout)
+            else:
+                await lost
         except TimeoutError:
             transport.abort()
         except asyncio.CancelledError:
