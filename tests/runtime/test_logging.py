@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -171,3 +172,45 @@ def test_redaction_is_a_no_op_without_secrets(
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.info("nothing %s", "secret")
     assert stream.getvalue() == "nothing secret\n"
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def test_access_log_flushes_in_batches_inside_the_loop() -> None:
+    from tcpworkers.runtime._logging import BatchingStreamHandler
+
+    stream = _CountingStream()
+    handler = BatchingStreamHandler(stream, interval=0.02)
+    log = logging.getLogger("tcpworkers.test.batching")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        for i in range(100):
+            log.info("line %d", i)
+        assert stream.getvalue().count("\n") == 100  # written at once...
+        assert stream.flushes == 0  # ...flushed once, later
+        await asyncio.sleep(0.05)
+        assert stream.flushes == 1
+    finally:
+        log.removeHandler(handler)
+
+
+def test_access_log_flushes_every_record_outside_a_loop() -> None:
+    from tcpworkers.runtime._logging import BatchingStreamHandler
+
+    stream = _CountingStream()
+    handler = BatchingStreamHandler(stream)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    handler.handle(record)
+    handler.handle(record)
+    assert stream.flushes == 2
+    assert stream.getvalue() == "hello\nhello\n"
