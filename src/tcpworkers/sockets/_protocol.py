@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import cast, final
 
 from tcpworkers.sockets._buffer import ReadBuffer
@@ -57,6 +58,8 @@ class StreamProtocol(asyncio.BaseProtocol):
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._on_lost: list[asyncio.Future[None]] = []
+        # Called once, synchronously, when the transport is gone (the owning Socket's hook).
+        self.on_lost: Callable[[], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -90,6 +93,8 @@ class StreamProtocol(asyncio.BaseProtocol):
         _wake(self._drain_waiter)
         for fut in self._on_lost:
             _wake(fut)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def pause_writing(self) -> None:
         self.write_paused = True

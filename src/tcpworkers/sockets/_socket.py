@@ -459,7 +459,7 @@ class Socket:
         if self._protocol.lost:
             self._on_lost()
         else:
-            self._protocol.lost_future().add_done_callback(lambda _: self._on_lost())
+            self._protocol.on_lost = self._on_lost
 
     def _flush_pending(self, transport: asyncio.Transport) -> None:
         if self._pending:
