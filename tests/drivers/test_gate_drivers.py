@@ -23,8 +23,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tcpworkers.drivers import ungated
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError, SocketLimitError
+from tcpworkers.scope import request_scope
 from tcpworkers.testing import TestCA
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
@@ -238,8 +239,8 @@ async def test_aiosmtplib_to_a_denied_host(smtp_server: tuple[int, _Inbox]) -> N
 
 
 async def test_driver_connections_can_be_forbidden_in_a_context() -> None:
-    from tcpworkers.egress import forbid_connections
     from tcpworkers.errors import ConnectNotAllowedError
+    from tcpworkers.scope import forbid_connections
 
     with forbid_connections("not during import"):
         with pytest.raises(ConnectNotAllowedError, match="not during import"):

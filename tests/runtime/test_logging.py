@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tcpworkers.egress import ScopeStats
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.runtime._logging import (
     AccessLog,
@@ -26,6 +25,7 @@ from tcpworkers.runtime._logging import (
     set_secrets,
 )
 from tcpworkers.runtime._settings import RequestRecord
+from tcpworkers.scope import ScopeStats
 
 
 def record(status: int = 200, error: BaseException | None = None, **stats: Any) -> RequestRecord:

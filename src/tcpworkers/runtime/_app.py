@@ -50,7 +50,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from typing import Any, Final, NamedTuple, final
 
 from tcpworkers.drivers import ungated
-from tcpworkers.egress import RequestScope, use_scope
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Binding, Env
@@ -58,6 +57,7 @@ from tcpworkers.runtime._request import Request
 from tcpworkers.runtime._response import Response
 from tcpworkers.runtime._settings import Limits, RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
+from tcpworkers.scope import RequestScope, use_scope
 
 __all__ = ["WorkerApp"]
 

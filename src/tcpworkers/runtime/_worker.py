@@ -26,12 +26,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Literal, final
 
-from tcpworkers.egress import forbid_connections
 from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._compat import install_workers_module
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Env
 from tcpworkers.runtime._request import Request
+from tcpworkers.scope import forbid_connections
 
 __all__ = ["Worker", "WorkerEntrypoint", "WorkerKind", "load_worker"]
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, final
 
-from tcpworkers.egress._scope import RequestScope, current_scope, default_policy, use_scope
+from tcpworkers.egress import default_policy
 from tcpworkers.errors import (
     ConnectError,
     CrossRequestError,
@@ -45,6 +45,7 @@ from tcpworkers.errors import (
     SocketClosedError,
     StartTlsError,
 )
+from tcpworkers.scope import RequestScope, current_scope, use_scope
 from tcpworkers.sockets._address import Address, format_hostport
 from tcpworkers.sockets._dial import Dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
