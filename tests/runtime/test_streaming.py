@@ -49,6 +49,7 @@ async def blast(request: Request, env: Env, ctx: ExecutionContext) -> Response:
     return Response(sock.readable, headers={"content-type": "application/octet-stream"})
 
 
+@pytest.mark.slow  # a large transfer
 async def test_streams_100_mib_from_a_socket_with_flat_memory(blaster: Blaster) -> None:
     recorder = Recorder()
     received = 0
