@@ -25,6 +25,10 @@ __all__ = [
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "PgProtocolError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
     "SocketBrokenError",
@@ -194,3 +198,26 @@ class ClientGone(Exception):
 
     Not exported: the runtime catches it around every ``send`` to the ASGI server.
     """
+
+
+# -- pool: the Postgres pooler core (tcpworkers.pool: _wire, _pool, _relay) ------------------------
+# What the pooler raises itself. A driver talking to the pooler sees these as PostgreSQL
+# ErrorResponses (with a SQLSTATE), never as Python exceptions.
+
+
+class PoolError(TcpworkersError):
+    """Root of the errors of the pooler core."""
+
+
+class PgProtocolError(PoolError, ValueError):
+    """Bytes that are not valid PostgreSQL v3 protocol: an unknown message type, a length out of
+    bounds, a malformed body. The stream's framing is lost; close the connection."""
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """No server connection became free within ``acquire_timeout``; the message names the
+    binding, its ``max_size`` and the setting to raise."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed; no more server connections are handed out."""
