@@ -150,7 +150,18 @@ class DsnError(TcpworkersError, ValueError):
 
 class UpstreamError(TcpworkersError, ConnectionError):
     """Opening a server connection for a pool failed; the message names the server, the user
-    and the step that failed (connect, TLS, authentication, startup)."""
+    and the step that failed (connect, TLS, authentication, startup).
+
+    Attributes:
+        sqlstate: the SQLSTATE of the server's ErrorResponse, ``""`` when there was none.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[type[UpstreamError], tuple[str, str]]:
+        return type(self), (str(self), self.sqlstate)
 
 
 class UpstreamConnectError(UpstreamError):
@@ -164,15 +175,4 @@ class UpstreamAuthError(UpstreamError):
 
 class UpstreamServerError(UpstreamError):
     """The server answered the startup with an ErrorResponse (no such database, too many
-    connections, shutting down...).
-
-    Attributes:
-        sqlstate: the five-character SQLSTATE code from the ErrorResponse (``""`` if absent).
-    """
-
-    def __init__(self, message: str, sqlstate: str = "") -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-    def __reduce__(self) -> tuple[type[UpstreamServerError], tuple[str, str]]:
-        return type(self), (str(self), self.sqlstate)
+    connections, shutting down...)."""
