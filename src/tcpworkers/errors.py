@@ -20,6 +20,7 @@ __all__ = [
     "ConnectError",
     "ConnectNotAllowedError",
     "CrossRequestError",
+    "DsnError",
     "ConnectTimeoutError",
     "EgressDeniedError",
     "FetchError",
@@ -40,6 +41,10 @@ __all__ = [
     "TLSHandshakeError",
     "TcpworkersError",
     "WorkerLoadError",
+    "UpstreamAuthError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamServerError",
 ]
 
 
@@ -221,3 +226,45 @@ class PoolTimeoutError(PoolError, TimeoutError):
 
 class PoolClosedError(PoolError):
     """The pool was closed; no more server connections are handed out."""
+
+
+# -- Postgres pool binding: connection strings and server (upstream) connections --------------
+# Raised by tcpworkers.pool's _dsn.py and _upstream.py. Upstream errors are ConnectionErrors
+# (so OSError): code that handles "the database is unreachable" keeps working.
+
+
+class DsnError(TcpworkersError, ValueError):
+    """A libpq connection string is malformed or uses a parameter the pool does not support.
+
+    The message names the parameter and the fix, never the password.
+    """
+
+
+class UpstreamError(TcpworkersError, ConnectionError):
+    """Opening a server connection for a pool failed; the message names the server, the user
+    and the step that failed (connect, TLS, authentication, startup).
+
+    Attributes:
+        sqlstate: the SQLSTATE of the server's ErrorResponse, ``""`` when there was none.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[type[UpstreamError], tuple[str, str]]:
+        return type(self), (str(self), self.sqlstate)
+
+
+class UpstreamConnectError(UpstreamError):
+    """The server could not be reached, or TLS could not be set up as ``sslmode`` requires."""
+
+
+class UpstreamAuthError(UpstreamError):
+    """The server rejected the credentials, or asked for an authentication method the pool
+    does not implement (only trust, password, md5 and SCRAM-SHA-256 are)."""
+
+
+class UpstreamServerError(UpstreamError):
+    """The server answered the startup with an ErrorResponse (no such database, too many
+    connections, shutting down...)."""
