@@ -42,11 +42,12 @@ from tcpworkers.config import (
     load_config,
     worker_path,
 )
+from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp
 from tcpworkers.runtime._settings import Mode
-from tcpworkers.runtime._worker import Worker, WorkerLoadError, load_worker
+from tcpworkers.runtime._worker import Worker, load_worker
 
 __all__ = ["build_parser", "main"]
 
