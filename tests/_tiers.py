@@ -5,9 +5,9 @@
 - ``integration``: real loopback connections and the local services (PostgreSQL, Redis, ...).
 - ``slow``: subprocesses (the CLI, ``serve --workers``), large transfers, long soaks.
 
-A test gets the tier of its directory (``DIRECTORY_TIERS``) unless its module sets
-``pytestmark = pytest.mark.<tier>`` or the test carries a tier mark itself. A test with no tier,
-or with two, is a collection error, so a new directory or file cannot go untiered.
+A test gets the tier of its file (``FILE_TIERS``) or directory (``DIRECTORY_TIERS``) unless its
+module sets ``pytestmark = pytest.mark.<tier>`` or the test carries a tier mark itself. A test
+with no tier, or with two, is a collection error, so a new directory or file cannot go untiered.
 
 ``scripts/test -m unit`` runs the unit tier in seconds; ``-m "not slow"`` skips the slow one.
 The markers are registered in pyproject.toml (``--strict-markers``); ``tests/conftest.py``
@@ -30,9 +30,18 @@ TIERS: Final = ("unit", "integration", "slow")
 DIRECTORY_TIERS: Final = {
     "unit": "unit",
     "sockets": "integration",
-    "drivers": "integration",
     "testing": "integration",
     "runtime": "integration",
+    "drivers": "integration",
+    "pool": "integration",
+    "binding": "integration",
+}
+
+# Files whose tier differs from their directory's, for files that do not mark themselves
+# (keeping the decision here avoids edits in files other branches are working on).
+FILE_TIERS: Final = {
+    "pool/test_wire.py": "unit",
+    "binding/test_dsn.py": "unit",
 }
 
 # Audit events that mean real I/O beyond memory (sys.addaudithook, PEP 578).
@@ -93,7 +102,9 @@ def tier_of(item: pytest.Item) -> str:
         relative = item.path.resolve().relative_to(_TESTS_DIR)
     except ValueError:
         relative = None
-    tier = DIRECTORY_TIERS.get(relative.parts[0]) if relative and len(relative.parts) > 1 else None
+    tier = None
+    if relative is not None and len(relative.parts) > 1:
+        tier = FILE_TIERS.get(relative.as_posix(), DIRECTORY_TIERS.get(relative.parts[0]))
     if tier is None:
         raise pytest.UsageError(
             f"{item.nodeid}: no test tier; add its directory to DIRECTORY_TIERS in "
