@@ -86,7 +86,6 @@ def default_policy_set(policy: EgressPolicy) -> Iterator[None]:
 # -- item 5: the remaining asyncio entry points -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_sock_connect_inside_a_scope_is_gated(listener: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket()
@@ -102,7 +101,6 @@ async def test_sock_connect_inside_a_scope_is_gated(listener: socket.socket) -> 
     assert not accepted_any(listener)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_udp_with_remote_addr_inside_a_scope_is_gated(udp_receiver: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     async with request_scope(NO_LOOPBACK):
@@ -114,7 +112,6 @@ async def test_udp_with_remote_addr_inside_a_scope_is_gated(udp_receiver: socket
     assert not received_any(udp_receiver)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_udp_with_remote_addr_inside_a_scope_works_when_permitted(
     udp_receiver: socket.socket,
 ) -> None:
@@ -130,7 +127,6 @@ async def test_udp_with_remote_addr_inside_a_scope_works_when_permitted(
     assert transport.is_closing()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_unconnected_udp_inside_a_scope_is_refused(udp_receiver: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     async with request_scope():
@@ -141,7 +137,6 @@ async def test_unconnected_udp_inside_a_scope_is_refused(udp_receiver: socket.so
     assert not received_any(udp_receiver)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_listening_inside_a_scope_is_refused() -> None:
     loop = asyncio.get_running_loop()
     async with request_scope():
@@ -151,7 +146,6 @@ async def test_listening_inside_a_scope_is_refused() -> None:
             await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_connect_accepted_socket_inside_a_scope_is_refused(
     listener: socket.socket,
 ) -> None:
@@ -182,7 +176,6 @@ async def test_create_connection_with_a_connected_socket_is_decided_on_its_peer(
         sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 5")
 async def test_create_connection_with_an_unconnected_socket_is_refused_clearly() -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket()
@@ -198,7 +191,6 @@ async def test_create_connection_with_an_unconnected_socket_is_refused_clearly()
 # -- item 4: outside request scopes, the default policy; no public way around it ---------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4")
 async def test_driver_in_a_fresh_context_gets_the_default_policy(listener: socket.socket) -> None:
     loop = asyncio.get_running_loop()
 
@@ -214,7 +206,6 @@ async def test_driver_in_a_fresh_context_gets_the_default_policy(listener: socke
     assert not accepted_any(listener)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4")
 async def test_sock_connect_outside_scopes_gets_the_default_policy(
     listener: socket.socket,
 ) -> None:
@@ -228,7 +219,6 @@ async def test_sock_connect_outside_scopes_gets_the_default_policy(
         sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4")
 def test_ungated_is_not_part_of_the_public_drivers_module() -> None:
     assert "ungated" not in tcpworkers.drivers.__all__
     assert not hasattr(tcpworkers.drivers, "ungated")

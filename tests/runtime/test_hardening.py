@@ -148,7 +148,6 @@ def test_escapes_connect_under_dev_without_egress_config(echo_port: int) -> None
             assert _get(server.url, how, echo_port) == "connected", how
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4")
 def test_serve_applies_its_policy_outside_request_scopes_in_every_process(
     echo_port: int,
 ) -> None:
@@ -160,7 +159,6 @@ def test_serve_applies_its_policy_outside_request_scopes_in_every_process(
                     assert text.startswith(DENIED), (how, probe, text)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 4")
 def test_dev_with_egress_config_applies_it_outside_request_scopes(
     echo_port: int, tmp_path: Path
 ) -> None:
