@@ -22,6 +22,7 @@ __all__ = [
     "PgProtocolError",
     "PoolClosedError",
     "PoolError",
+    "PoolStateError",
     "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
@@ -156,3 +157,7 @@ class PoolTimeoutError(PoolError, TimeoutError):
 
 class PoolClosedError(PoolError):
     """The pool was closed; no more server connections are handed out."""
+
+
+class PoolStateError(PoolError, RuntimeError):
+    """A pooler bug: a connection was asked to make a state transition its table forbids."""
