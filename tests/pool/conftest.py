@@ -81,9 +81,9 @@ async def binding() -> AsyncIterator[Binding]:
         yield b
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 5.0) -> None:
     """Wait until ``check`` holds (polling a condition, not sleeping a fixed time)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             result = check()
             if not isinstance(result, bool):

@@ -33,13 +33,12 @@ async def test_asyncpg_simple_and_prepared(binding: Binding) -> None:
 
 
 async def test_psycopg_async(binding: Binding) -> None:
-    async with await psycopg.AsyncConnection.connect(binding.dsn) as conn:
-        async with conn.cursor() as cur:
-            await cur.execute("select %s::int * 2", (21,))
-            assert await cur.fetchone() == (42,)
-            for i in range(8):  # past prepare_threshold (5): psycopg names its statements
-                await cur.execute("select %s::int + 0", (i,))
-                assert await cur.fetchone() == (i,)
+    async with await psycopg.AsyncConnection.connect(binding.dsn) as conn, conn.cursor() as cur:
+        await cur.execute("select %s::int * 2", (21,))
+        assert await cur.fetchone() == (42,)
+        for i in range(8):  # past prepare_threshold (5): psycopg names its statements
+            await cur.execute("select %s::int + 0", (i,))
+            assert await cur.fetchone() == (i,)
 
 
 @pytest.mark.parametrize("password", ["wrong", ""])
