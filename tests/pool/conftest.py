@@ -18,6 +18,7 @@ from tcpworkers.pool._upstream import cancel_query, open_server_connection
 UPSTREAM = (
     "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable&application_name=pool-core-tests"
 )
+DIRECT = "postgresql://postgres@127.0.0.1:5432/test"  # for checks that bypass the pool
 USER, DATABASE, PASSWORD = "worker", "app", "binding-secret"
 
 

@@ -26,6 +26,8 @@ from tcpworkers.pool._sql import SqlEffects, analyze, changed_parameters
         ("CREATE OR REPLACE TEMP VIEW v AS SELECT 1", ("temp",)),
         ("create temp sequence s", ("temp",)),
         ("SELECT 1 AS a INTO TEMP TABLE t", ("temp",)),
+        ("create function pg_temp.f() returns int language sql as $$ select 1 $$", ("temp",)),
+        ("create table pg_temp.t (a int)", ("temp",)),
         ("PREPARE q (int) AS SELECT $1", ("prepare",)),
         ("SELECT pg_advisory_lock(1)", ("advisory_lock",)),
         ("select pg_try_advisory_lock_shared(1, 2)", ("advisory_lock",)),

@@ -8,10 +8,10 @@ SQL text (simple-protocol queries and Parse'd statements alike) and names what i
   the transaction and are fine; a plain SET inside a transaction block survives COMMIT, so every
   plain SET pins, inside a transaction or not.
 - ``set_config``: ``set_config(name, value, is_local)`` unless ``is_local`` is literally ``true``.
-- ``listen``, ``temp`` (CREATE TEMP ..., SELECT ... INTO TEMP), ``prepare`` (SQL-level PREPARE),
-  ``advisory_lock`` (the session variants; the ``_xact_`` ones end with the transaction),
-  ``with_hold`` (DECLARE ... WITH HOLD), ``load`` (LOAD a library), ``do`` (an anonymous code
-  block can do any of these unseen).
+- ``listen``, ``temp`` (CREATE TEMP ..., SELECT ... INTO TEMP, anything naming ``pg_temp``),
+  ``prepare`` (SQL-level PREPARE), ``advisory_lock`` (the session variants; the ``_xact_`` ones
+  end with the transaction), ``with_hold`` (DECLARE ... WITH HOLD), ``load`` (LOAD a library),
+  ``do`` (an anonymous code block can do any of these unseen).
 - ``unparsed``: text this scanner cannot follow (an unterminated string or comment).
 
 Conservative by design: when unsure, pin. Server functions that change session state internally
@@ -199,6 +199,8 @@ def _statement_pins(statement: list[tuple[str, str]]) -> tuple[list[str], bool]:
         head = words[: next((i for i, w in enumerate(words) if w in _TEMP_OBJECTS), len(words))]
         if "temp" in head or "temporary" in head:
             pins.append("temp")
+    if "pg_temp" in words and "temp" not in pins:  # objects created in the temporary schema
+        pins.append("temp")
     if first in ("select", "with") and any(
         w == "into" and nxt in ("temp", "temporary") for w, nxt in itertools.pairwise(words)
     ):
