@@ -43,9 +43,9 @@ def make_pool(settings: PoolSettings, upstream: UpstreamParams, name: str = "DB"
 
 @contextlib.asynccontextmanager
 async def serve_binding(
-    settings: PoolSettings, *, name: str = "DB", start: bool = True
+    settings: PoolSettings, *, name: str = "DB", start: bool = True, upstream_port: int = 5432
 ) -> AsyncIterator[Binding]:
-    upstream = parse_dsn(UPSTREAM)
+    upstream = parse_dsn(UPSTREAM.replace(":5432/", f":{upstream_port}/"))
     pool = make_pool(settings, upstream, name)
     if start:
         await pool.start()
@@ -59,6 +59,8 @@ async def serve_binding(
             await serve_client(
                 reader, writer, pool, user=USER, database=DATABASE, password=PASSWORD
             )
+        except asyncio.CancelledError:
+            pass  # torn down by the fixture (3.11's start_server reports a cancelled handler)
         finally:
             tasks.discard(task)
 

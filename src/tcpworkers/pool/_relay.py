@@ -138,11 +138,12 @@ class _Client:
         except Exception as exc:
             self.move(Event.TIMEOUT)
             if isinstance(exc, PoolTimeoutError):
-                sqlstate = "53300"
+                sqlstate, message = "53300", str(exc)
             else:
                 sqlstate = getattr(exc, "sqlstate", "") or "08006"
+                message = f"pool binding {self.pool.name!r} has no server connection: {exc}"
                 log.warning("pool %s: %s", self.pool.name, exc)
-            self.writer.write(error_response(sqlstate, f"{exc}"))
+            self.writer.write(error_response(sqlstate, message))
             if kind in (81, 83, 70):  # Query, Sync, FunctionCall: the cycle ends here
                 self.writer.write(_READY_IDLE)
             else:
