@@ -201,6 +201,10 @@ class Pool:
             async with asyncio.timeout(self.settings.acquire_timeout):
                 server = await waiter
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                server = waiter.result()  # handed over just as the timeout fired: keep it
+                self._record_wait(self._clock() - started)
+                return server
             self._timeouts += 1
             s = self.settings
             raise PoolTimeoutError(
