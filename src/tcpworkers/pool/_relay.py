@@ -50,6 +50,7 @@ log = logging.getLogger("tcpworkers.pool")
 
 _READ: Final = 65536
 _ENDS_Z: Final = frozenset(b"Z")
+_NEVER: Final[frozenset[int]] = frozenset()
 _ENDS: Final = {
     ord("P"): frozenset(b"1"),
     ord("B"): frozenset(b"2"),
@@ -105,9 +106,11 @@ class _Client:
 
     async def run(self, parser: FrontendParser) -> None:
         while True:
+            batch: list[bytes] = []  # for self.server, written once per chunk (or before an await)
             for frame in parser.frames():
                 kind = frame.type
                 if kind == 88:  # Terminate
+                    self.send(batch)
                     return
                 if self.skipping:
                     if kind == 83:  # Sync
@@ -121,13 +124,32 @@ class _Client:
                         continue
                 out = self.route(server, frame)
                 if out:
-                    server.link.writer.write(out)
+                    batch.append(out)
+            self.send(batch)
+            pending = self.pending
+            if pending and all(entry[1] == _SYNTHETIC for entry in pending):
+                self.writer.write(b"".join(self.leading_synthetic()))  # no server answer to await
             if self.server is not None:
                 await self.server.link.writer.drain()
             data = await self.reader.read(_READ)
             if not data:
                 return
             parser.feed(data)
+
+    def send(self, batch: list[bytes]) -> None:
+        if batch and self.server is not None:
+            self.server.link.writer.write(b"".join(batch))
+        batch.clear()
+
+    def leading_synthetic(self) -> list[bytes]:
+        """Answers made here that no outstanding server answer precedes: due now, in order."""
+        out: list[bytes] = []
+        pending = self.pending
+        while pending and pending[0][1] == _SYNTHETIC:
+            data = pending.popleft()[2]
+            assert isinstance(data, bytes)
+            out.append(data)
+        return out
 
     async def bind(self, kind: int) -> PooledServer | None:
         """Acquire a server connection for a new transaction; on failure answer the client as a
@@ -237,10 +259,9 @@ class _Client:
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
 
     def synthetic(self, data: bytes) -> None:
-        if self.pending:
-            self.pending.append((frozenset(), _SYNTHETIC, data))
-        else:
-            self.writer.write(data)
+        """Queue a locally made answer; it goes out once every answer before it has (merged
+        into the same write as the server's next answers when there are any)."""
+        self.pending.append((_NEVER, _SYNTHETIC, data))
 
     def effects(self, server: PooledServer, sql: str) -> None:
         found = analyze(sql)
@@ -305,6 +326,8 @@ class _Client:
         """Forward what the server sent; True when the transaction ended (release now)."""
         pending = self.pending
         for kind, raw in server.parser.frames():
+            if pending and pending[0][1] == _SYNTHETIC:
+                out.extend(self.leading_synthetic())
             entry = pending[0] if pending else None
             if entry is not None and kind in entry[0]:
                 pending.popleft()
@@ -313,14 +336,16 @@ class _Client:
                     data.ready = True
                 if action in (_FORWARD, _PARSE_FORWARD):
                     out.append(raw)
-                while pending and pending[0][1] == _SYNTHETIC:
-                    synthetic = pending.popleft()[2]
-                    assert isinstance(synthetic, bytes)
-                    out.append(synthetic)
+                if pending and pending[0][1] == _SYNTHETIC:
+                    out.extend(self.leading_synthetic())
                 if kind == 90:  # ReadyForQuery
                     self.txn_status = chr(raw[5])
                     self.boundary = self.txn_status == "I" and not pending
-                    if self.boundary and changed_parameters(server.baseline, server.parameters):
+                    if (
+                        self.boundary
+                        and server.parameters != server.baseline
+                        and changed_parameters(server.baseline, server.parameters)
+                    ):
                         self.pin(server, "parameter_status")
                 continue
             if kind == 69 and entry is not None and entry[0] is not _ENDS_Z:  # ErrorResponse
