@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import weakref
+from collections.abc import Mapping
 from typing import Final
 
 from tcpworkers.errors import PgProtocolError
@@ -139,9 +141,21 @@ async def login(
     if refused is not None:
         writer.write(refused)
         return None
-    reply = [m.Authentication(m.AUTH_OK).encode()]
-    reply += [m.ParameterStatus(k, v).encode() for k, v in pool.parameters.items()]
-    reply.append(m.BackendKeyData(*backend_key).encode())
-    reply.append(m.ReadyForQuery("I").encode())
-    writer.write(b"".join(reply))
+    writer.write(_greeting(pool) + m.BackendKeyData(*backend_key).encode() + _READY)
     return parser
+
+
+_AUTH_OK: Final = m.Authentication(m.AUTH_OK).encode()
+_READY: Final = m.ReadyForQuery("I").encode()
+_greetings: weakref.WeakKeyDictionary[Pool, tuple[Mapping[str, str], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _greeting(pool: Pool) -> bytes:
+    """AuthenticationOk and the ParameterStatus block, encoded once per parameter set."""
+    cached = _greetings.get(pool)
+    if cached is None or cached[0] is not pool.parameters:
+        block = b"".join(m.ParameterStatus(k, v).encode() for k, v in pool.parameters.items())
+        cached = _greetings[pool] = (pool.parameters, _AUTH_OK + block)
+    return cached[1]
