@@ -19,6 +19,7 @@ __all__ = [
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "LocalPostgresError",
     "ReadLimitError",
     "ScopeClosedError",
     "SocketBrokenError",
@@ -129,3 +130,13 @@ class FetchError(TcpworkersError):
 
 class FetchTimeoutError(FetchError, TimeoutError):
     """A read or write of the HTTP exchange made no progress within ``timeout`` seconds."""
+
+
+# -- tcpworkers.localpg: the local PostgreSQL launcher (demo, tests)
+
+
+class LocalPostgresError(TcpworkersError):
+    """A local PostgreSQL cluster could not be initialised, started or stopped.
+
+    The message says which step failed, quotes the server's log, and what to do.
+    """
