@@ -46,9 +46,7 @@ def main() -> int:
                 for name, message in GUESTS:
                     http.post("/api/entries", json={"name": name, "message": message})
             stop = threading.Event()
-            workers = [
-                threading.Thread(target=traffic, args=(demo.url, stop)) for _ in range(4)
-            ]
+            workers = [threading.Thread(target=traffic, args=(demo.url, stop)) for _ in range(4)]
             for worker in workers:
                 worker.start()
             try:
