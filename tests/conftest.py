@@ -17,7 +17,7 @@ import uvloop
 from tcpworkers.drivers import gated_loop_factory
 from tcpworkers.localpg import LocalPostgres
 
-from .pgserver import SHARED_DSN, SHARED_HOST, SHARED_PORT, PgServer, answers, port_free
+from .pgserver import SHARED_HOST, SHARED_PORT, PgServer, shared_postgres
 
 
 def pytest_asyncio_loop_factories(
@@ -60,12 +60,8 @@ def pg_dsn() -> Iterator[str]:
     The machine's server on 127.0.0.1:5432 when one answers; otherwise a local trust cluster,
     on port 5432 when that port is free (so tests written against it pass too).
     """
-    if answers(SHARED_HOST, SHARED_PORT):
-        yield SHARED_DSN
-        return
-    port = SHARED_PORT if port_free(SHARED_HOST, SHARED_PORT) else None
-    with LocalPostgres(auth="trust", user="postgres", database="test", port=port) as pg:
-        yield pg.dsn()
+    with shared_postgres(SHARED_HOST, SHARED_PORT) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session", autouse=True)

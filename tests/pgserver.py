@@ -10,7 +10,9 @@ server run too.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import final
@@ -80,3 +82,16 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def shared_postgres(host: str = SHARED_HOST, port: int = SHARED_PORT) -> Iterator[str]:
+    """The DSN of the server at ``host:port`` (trust, user postgres, database test) when one
+    answers there; otherwise of a local trust cluster with that user and database, on ``port``
+    when it is free, else on a free port. The cluster stops when the block ends."""
+    if answers(host, port):
+        yield f"postgresql://postgres@{host}:{port}/test"
+        return
+    chosen = port if port_free(host, port) else None
+    with LocalPostgres(auth="trust", user="postgres", database="test", port=chosen) as pg:
+        yield pg.dsn()

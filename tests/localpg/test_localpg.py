@@ -22,8 +22,9 @@ import pytest
 
 from tcpworkers.errors import LocalPostgresError
 from tcpworkers.localpg import LocalPostgres, _cluster
+from tcpworkers.localpg._proc import alive
 
-from ..pgserver import PgServer
+from ..pgserver import PgServer, answers, shared_postgres
 
 
 @pytest.fixture
@@ -190,6 +191,43 @@ def test_the_server_stops_when_its_parent_is_killed(orphan_script: Path, shared_
     os.kill(parent.pid, signal.SIGKILL)  # no atexit, no clean-up: only the kernel can tell
     parent.wait()
     deadline = time.monotonic() + 15
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists(), f"postgres {pid} on port {port} outlived its parent"
+    assert not alive(pid), f"postgres {pid} on port {port} outlived its parent"
+
+
+async def test_the_async_api_starts_and_stops_a_cluster() -> None:
+    async with LocalPostgres(auth="trust") as pg:
+        assert pg.running
+        assert await fetchval(pg.dsn(), "SELECT current_setting('port')::int") == pg.port
+        data = pg.data_dir
+    assert not pg.running
+    assert not data.exists()
+
+
+def test_a_server_left_running_on_the_data_dir_is_stopped_first(shared_tmp: Path) -> None:
+    data = shared_tmp / "pg"
+    left_over = LocalPostgres(data, auth="trust").start()
+    old_pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        with LocalPostgres(data, auth="trust") as again:
+            new_pid = int((data / "postmaster.pid").read_text().split()[0])
+            assert new_pid != old_pid
+            assert not alive(old_pid)
+            assert again.running
+    finally:
+        left_over.stop()
+
+
+def test_the_shared_server_fallback_starts_a_cluster_where_nothing_answers() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert not answers("127.0.0.1", port)
+    with shared_postgres("127.0.0.1", port) as dsn:
+        assert dsn == f"postgresql://postgres@127.0.0.1:{port}/test"
+        assert answers("127.0.0.1", port)
+        import asyncio
+
+        assert asyncio.run(fetchval(dsn, "SELECT current_database()")) == "test"
+    assert not answers("127.0.0.1", port)

@@ -27,7 +27,7 @@ from typing import IO, final
 
 from ..errors import LocalPostgresError
 
-__all__ = ["Account", "free_port", "resolve_account", "spawn", "stop_stale", "terminate"]
+__all__ = ["Account", "free_port", "resolve_account", "spawn", "alive", "stop_stale", "terminate"]
 
 ROOT_CACHE = Path("/var/cache/tcpworkers")
 
@@ -193,8 +193,17 @@ def stop_stale(data: Path) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:
