@@ -54,9 +54,11 @@ def run_demo(
     *,
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
+    stop_signal: signal.Signals = signal.SIGINT,
 ) -> Iterator[RunningDemo]:
-    """Start ``launch.py`` with ``args``; yield once it printed where to open it; stop it (SIGINT)
-    and wait for it on exit. Raises ``RuntimeError`` with its output if it never got there."""
+    """Start ``launch.py`` with ``args``; yield once it printed where to open it; stop it with
+    ``stop_signal`` (Ctrl-C by default) and wait for it on exit. Raises ``RuntimeError`` with its
+    output if it never got there."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "launch.py"), *args],
         env=dict(env if env is not None else os.environ),
@@ -88,7 +90,7 @@ def run_demo(
         yield RunningDemo(url[0], proc, output)
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop_signal)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tcpworkers.errors import LocalPostgresError
 from tcpworkers.localpg import LocalPostgres, find_binaries
 
 HERE = Path(__file__).resolve().parent
@@ -141,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--serve", action="store_true", help="use `tcpworkers serve`, not dev")
     args, extra = parser.parse_known_args(argv)
-    url, pg = start_database()
+    try:
+        url, pg = start_database()
+    except LocalPostgresError as exc:
+        say(f"error: {exc}")
+        return 1
     try:
         port, thread, loop = start_line_service()
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -135,12 +136,19 @@ def test_a_second_start_reuses_the_database_in_under_3_seconds(
     assert not any(other.glob("pg*/postmaster.pid"))  # stopped with the demo
 
 
-def test_database_url_replaces_the_embedded_database(
+def test_database_url_replaces_the_embedded_database_under_serve(
     scram_postgres: PgServer, state_dir: Path
 ) -> None:
     elsewhere = state_dir / "unused"
     env = demo_env(elsewhere, DATABASE_URL=scram_postgres.dsn())
-    with harness.run_demo(env=env) as running, httpx.Client(base_url=running.url) as http:
-        assert http.get("/api/entries", timeout=20).status_code == 200
-    assert "database: DATABASE_URL (127.0.0.1/tcpworkers)" in running.text()
+    with (
+        harness.run_demo(["--serve", "--port", "0"], env=env, stop_signal=signal.SIGTERM) as demo,
+        httpx.Client(base_url=demo.url, timeout=20) as http,
+    ):
+        assert http.get("/api/entries").status_code == 200
+        assert http.get("/api/stream?lines=2").text.count("\n") == 2  # serve allows the ticker
+    assert "database: DATABASE_URL (127.0.0.1/tcpworkers)" in demo.text()
+    assert "tcpworkers serve: serving" in demo.text()
+    assert demo.process.returncode == 0, demo.text()  # `kill PID` stops it cleanly
+    assert demo.text().rstrip().endswith("demo: stopped")
     assert not elsewhere.exists()
