@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.egress._scope import (
     RequestScope,
     check_connections_allowed,
@@ -243,13 +244,19 @@ class GateMixin:
         scope = current_scope()
         if scope is None:
             return await base.create_unix_connection(protocol_factory, path, **kwargs)
-        decision = scope.policy.decide_unix(str(path))
-        if not decision.allowed:
-            scope.record_denial()
-            raise EgressDeniedError(
-                f"could not connect to {path}: denied by the egress policy ({decision.reason})"
-            )
-        conn = _TrackedConnection(scope, f"connection to unix:{path} (driver)")
+        if is_local_endpoint(str(path)):
+            # The runtime's own listener (a pool binding): not egress, so no policy decision;
+            # still counted and closed at request end below.
+            description = f"connection to binding socket {path} (driver)"
+        else:
+            decision = scope.policy.decide_unix(str(path))
+            if not decision.allowed:
+                scope.record_denial()
+                raise EgressDeniedError(
+                    f"could not connect to {path}: denied by the egress policy ({decision.reason})"
+                )
+            description = f"connection to unix:{path} (driver)"
+        conn = _TrackedConnection(scope, description)
         await scope.acquire(conn)
         try:
             transport, protocol = await base.create_unix_connection(
@@ -297,6 +304,8 @@ async def _dial(
 def _check_given_socket(scope: RequestScope, sock: socket.socket) -> None:
     """A driver that connected its own socket: decide on the peer it actually reached."""
     if sock.family == socket.AF_UNIX:
+        if is_local_endpoint(str(sock.getpeername())):
+            return
         decision = scope.policy.decide_unix(str(sock.getpeername()))
     else:
         ip, port = sock.getpeername()[:2]
