@@ -29,6 +29,7 @@ __all__ = [
     "PgProtocolError",
     "PoolClosedError",
     "PoolError",
+    "PoolStateError",
     "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
@@ -226,6 +227,10 @@ class PoolTimeoutError(PoolError, TimeoutError):
 
 class PoolClosedError(PoolError):
     """The pool was closed; no more server connections are handed out."""
+
+
+class PoolStateError(PoolError, RuntimeError):
+    """A pooler bug: a connection was asked to make a state transition its table forbids."""
 
 
 # -- Postgres pool binding: connection strings and server (upstream) connections --------------
