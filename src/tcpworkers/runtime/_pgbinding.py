@@ -21,12 +21,20 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tcpworkers.errors import ConfigError, DsnError
 from tcpworkers.pool._dsn import UpstreamParams, parse_dsn
 
-__all__ = ["POSTGRES_KEYS", "PostgresOptions", "parse_postgres_options"]
+if TYPE_CHECKING:
+    from tcpworkers.pool._binding import PostgresBinding
+
+__all__ = [
+    "POSTGRES_KEYS",
+    "PostgresOptions",
+    "make_postgres_binding",
+    "parse_postgres_options",
+]
 
 _Error = Callable[[str, str], ConfigError]
 
@@ -163,3 +171,18 @@ def _seconds(options: Mapping[str, object], key: str, error: _Error) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise error(key, f"expected a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def make_postgres_binding(options: PostgresOptions) -> PostgresBinding:
+    """The binding object ``env.NAME`` will be (not started: the app starts it at lifespan)."""
+    from tcpworkers.pool._binding import PostgresBinding
+    from tcpworkers.pool._pool import PoolSettings
+
+    settings = PoolSettings(
+        min_size=options.min_size,
+        max_size=options.max_size,
+        idle_timeout=options.idle_timeout,
+        max_lifetime=options.max_lifetime,
+        acquire_timeout=options.acquire_timeout,
+    )
+    return PostgresBinding(options.name, options.upstream, settings)
