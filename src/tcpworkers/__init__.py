@@ -13,6 +13,7 @@ any asyncio program::
 from tcpworkers import errors
 from tcpworkers._fetch import fetch
 from tcpworkers._loop import run
+from tcpworkers._version import __version__ as __version__
 from tcpworkers.runtime import Headers, Request, Response, WorkerEntrypoint
 from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
 
@@ -29,4 +30,3 @@ __all__ = [
     "fetch",
     "run",
 ]
-__version__ = "0.1.0"

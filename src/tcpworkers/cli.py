@@ -26,11 +26,11 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from tcpworkers._version import __version__
 from tcpworkers.config import (
     CONFIG_FILENAME,
     DEFAULT_METRICS_PATH,
@@ -42,11 +42,12 @@ from tcpworkers.config import (
     load_config,
     worker_path,
 )
+from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp
 from tcpworkers.runtime._settings import Mode
-from tcpworkers.runtime._worker import Worker, WorkerLoadError, load_worker
+from tcpworkers.runtime._worker import Worker, load_worker
 
 __all__ = ["build_parser", "main"]
 
@@ -148,7 +149,7 @@ def _metrics(text: str) -> bool | str:
 def build_parser() -> argparse.ArgumentParser:
     """The ``tcpworkers`` argument parser (its ``--help`` is the CLI reference)."""
     parser = argparse.ArgumentParser(prog="tcpworkers", description=_DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"tcpworkers {_version()}")
+    parser.add_argument("--version", action="version", version=f"tcpworkers {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -226,13 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the configuration as this command would use it (default: serve)",
     )
     return parser
-
-
-def _version() -> str:
-    try:
-        return version("tcpworkers")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 def _overrides(args: argparse.Namespace) -> Overrides:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, final
 
 from tcpworkers.egress import EgressPolicy
-from tcpworkers.errors import TcpworkersError
+from tcpworkers.errors import ConfigError
 from tcpworkers.runtime._settings import Limits, Mode, RuntimeSettings, VarValue
 
 __all__ = [
@@ -95,22 +95,6 @@ _ENV_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOP_KEYS: Final = ("worker", "vars", "secrets", "egress", "limits", "server", "bindings")
 _LIMITS_KEYS: Final = ("max_sockets", "slot_timeout", "wall_time")
 _SERVER_KEYS: Final = ("host", "port", "workers", "metrics", "log_format", "shutdown_timeout")
-
-
-class ConfigError(TcpworkersError, ValueError):
-    """The configuration is invalid; the message names the file, the key and the fix.
-
-    Attributes:
-        path: the file the problem is in (as shown in the message), or ``None`` for problems
-            that come from the command line.
-        key: the dotted key (``"limits.max_sockets"``), or ``None`` when the problem is not
-            about one key (a missing file, invalid TOML).
-    """
-
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.key = key
 
 
 @final

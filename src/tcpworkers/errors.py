@@ -10,15 +10,26 @@ against plain sockets already catches (``OSError``, ``TimeoutError``, ``Connecti
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
+    "BodyTooLargeError",
+    "BodyUsedError",
+    "ClientDisconnectedError",
+    "ConfigError",
     "ConnectError",
     "ConnectNotAllowedError",
     "CrossRequestError",
+    "DsnError",
     "ConnectTimeoutError",
     "EgressDeniedError",
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "PgProtocolError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
     "SocketBrokenError",
@@ -29,6 +40,11 @@ __all__ = [
     "StartTlsError",
     "TLSHandshakeError",
     "TcpworkersError",
+    "WorkerLoadError",
+    "UpstreamAuthError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamServerError",
 ]
 
 
@@ -129,3 +145,126 @@ class FetchError(TcpworkersError):
 
 class FetchTimeoutError(FetchError, TimeoutError):
     """A read or write of the HTTP exchange made no progress within ``timeout`` seconds."""
+
+
+# -- the runtime: workers, request and response bodies, configuration -------------------------
+
+
+class WorkerLoadError(TcpworkersError, ValueError):
+    """The worker could not be found or has no handler of an accepted shape."""
+
+
+class BodyUsedError(TcpworkersError, RuntimeError):
+    """The body was already read (a body can be consumed once), or was discarded."""
+
+
+class BodyTooLargeError(TcpworkersError, ValueError):
+    """``bytes()``/``text()``/``json()`` refused a body larger than their ``max_size``.
+
+    Uncaught in a handler, it becomes a ``413 Content Too Large`` response.
+
+    Attributes:
+        max_size: the limit that was exceeded, in bytes.
+        status: 413, the HTTP status that reports this to a client.
+    """
+
+    status: Final = 413
+
+    def __init__(self, message: str, max_size: int) -> None:
+        super().__init__(message)
+        self.max_size = max_size
+
+
+class ClientDisconnectedError(TcpworkersError, ConnectionError):
+    """The client went away while its request body was being read."""
+
+
+class ConfigError(TcpworkersError, ValueError):
+    """The configuration is invalid; the message names the file, the key and the fix.
+
+    Attributes:
+        path: the file the problem is in (as shown in the message), or ``None`` for problems
+            that come from the command line.
+        key: the dotted key (``"limits.max_sockets"``), or ``None`` when the problem is not
+            about one key (a missing file, invalid TOML).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+# -- internal control flow (never reaches user code) ------------------------------------------
+
+
+class ClientGone(Exception):
+    """Internal: the server's ``send`` raised ``OSError``: the client is gone (ASGI spec 2.4).
+
+    Not exported: the runtime catches it around every ``send`` to the ASGI server.
+    """
+
+
+# -- pool: the Postgres pooler core (tcpworkers.pool: _wire, _pool, _relay) ------------------------
+# What the pooler raises itself. A driver talking to the pooler sees these as PostgreSQL
+# ErrorResponses (with a SQLSTATE), never as Python exceptions.
+
+
+class PoolError(TcpworkersError):
+    """Root of the errors of the pooler core."""
+
+
+class PgProtocolError(PoolError, ValueError):
+    """Bytes that are not valid PostgreSQL v3 protocol: an unknown message type, a length out of
+    bounds, a malformed body. The stream's framing is lost; close the connection."""
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """No server connection became free within ``acquire_timeout``; the message names the
+    binding, its ``max_size`` and the setting to raise."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed; no more server connections are handed out."""
+
+
+# -- Postgres pool binding: connection strings and server (upstream) connections --------------
+# Raised by tcpworkers.pool's _dsn.py and _upstream.py. Upstream errors are ConnectionErrors
+# (so OSError): code that handles "the database is unreachable" keeps working.
+
+
+class DsnError(TcpworkersError, ValueError):
+    """A libpq connection string is malformed or uses a parameter the pool does not support.
+
+    The message names the parameter and the fix, never the password.
+    """
+
+
+class UpstreamError(TcpworkersError, ConnectionError):
+    """Opening a server connection for a pool failed; the message names the server, the user
+    and the step that failed (connect, TLS, authentication, startup).
+
+    Attributes:
+        sqlstate: the SQLSTATE of the server's ErrorResponse, ``""`` when there was none.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[type[UpstreamError], tuple[str, str]]:
+        return type(self), (str(self), self.sqlstate)
+
+
+class UpstreamConnectError(UpstreamError):
+    """The server could not be reached, or TLS could not be set up as ``sslmode`` requires."""
+
+
+class UpstreamAuthError(UpstreamError):
+    """The server rejected the credentials, or asked for an authentication method the pool
+    does not implement (only trust, password, md5 and SCRAM-SHA-256 are)."""
+
+
+class UpstreamServerError(UpstreamError):
+    """The server answered the startup with an ErrorResponse (no such database, too many
+    connections, shutting down...)."""

@@ -27,6 +27,9 @@ Decision semantics (each line is tested):
    and the IPv4 address are two views and each must pass.
 7. Host patterns apply to the requested name only, never to resolved addresses; a request for
    an IP literal matches no host pattern.
+8. ``localhost`` and names under it (``db.localhost``) are loopback by name (RFC 6761 6.3): the
+   gate dials them at the loopback addresses without a resolver, and paired with any other
+   address they are denied.
 
 Presets: :meth:`EgressPolicy.dev` allows ``public``, ``private`` and ``loopback``;
 :meth:`EgressPolicy.serve` allows ``public`` only. :meth:`EgressPolicy.default`, the policy for
@@ -48,6 +51,7 @@ from typing import Final, TypeAlias, TypeVar, final
 
 from tcpworkers.egress._classes import AddressClass, classify, classify_range
 from tcpworkers.egress._ipnorm import Embedding, IPAddress, embedded_ipv4, normalize
+from tcpworkers.egress._localhost import is_localhost_name
 
 __all__ = [
     "SMTP_PORT",
@@ -559,6 +563,16 @@ class EgressPolicy:
             reason = f"{name} matches deny pattern '{pattern}' of the '{self.name}' policy"
             return verdict.deny(reason, pattern, lead=False)
         views = _views(address)
+        if (
+            name is not None
+            and is_localhost_name(name)
+            and views[-1].address_class is not (AddressClass.LOOPBACK)
+        ):
+            reason = (
+                f"{name} is a localhost name, which always means this machine (RFC 6761 6.3), "
+                f"but it was paired with {views[-1].label}, which is {views[-1].address_class}"
+            )
+            return verdict.deny(reason, None, lead=False)
         deny_refusal = self._check_denied(views)
         if deny_refusal is not None:
             return verdict.deny(*deny_refusal)

@@ -11,13 +11,14 @@
 - :class:`RuntimeSettings` is what the configuration layer resolves for the runtime.
 """
 
-from tcpworkers.runtime._app import CLIENT_CLOSED_REQUEST, WorkerApp
-from tcpworkers.runtime._body import (
-    DEFAULT_MAX_BODY_SIZE,
+from tcpworkers.errors import (
     BodyTooLargeError,
     BodyUsedError,
     ClientDisconnectedError,
+    WorkerLoadError,
 )
+from tcpworkers.runtime._app import CLIENT_CLOSED_REQUEST, WorkerApp
+from tcpworkers.runtime._body import DEFAULT_MAX_BODY_SIZE
 from tcpworkers.runtime._compat import install_workers_module, workers_module
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Binding, Env
@@ -37,7 +38,6 @@ from tcpworkers.runtime._worker import (
     Worker,
     WorkerEntrypoint,
     WorkerKind,
-    WorkerLoadError,
     load_worker,
 )
 

@@ -51,7 +51,7 @@ from typing import Any, Final, NamedTuple, final
 
 from tcpworkers.drivers import ungated
 from tcpworkers.egress import RequestScope, use_scope
-from tcpworkers.runtime._body import BodyTooLargeError, ClientDisconnectedError
+from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._request import Request
@@ -86,10 +86,6 @@ class _Phase(enum.Enum):
     HANDLER = enum.auto()
     STREAMING = enum.auto()
     DONE = enum.auto()
-
-
-class _ClientGone(Exception):
-    """The server's ``send`` raised ``OSError``: the client is gone (ASGI spec 2.4)."""
 
 
 @final
@@ -151,7 +147,7 @@ class _Exchange:
         try:
             await self._send(message)
         except OSError as exc:
-            raise _ClientGone from exc
+            raise ClientGone from exc
 
 
 @final
@@ -507,7 +503,7 @@ class WorkerApp:
         except asyncio.CancelledError:
             if not exchange.take_disconnect_cancel():
                 raise
-        except _ClientGone:
+        except ClientGone:
             exchange.disconnected = True
         except TimeoutError as exc:
             if timeout is None or not timeout.expired():
@@ -636,7 +632,7 @@ class WorkerApp:
         response = _plain(status, text)
         try:
             await self._send_response(response, exchange)
-        except _ClientGone:
+        except ClientGone:
             exchange.disconnected = True
 
     async def _drain(self, ctx: ExecutionContext, deadline: float | None, label: str) -> None:
@@ -749,7 +745,7 @@ class WorkerApp:
             response = self._error_response(exc, label)
             try:
                 await self._send_response(response, exchange)
-            except _ClientGone:
+            except ClientGone:
                 exchange.disconnected = True
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

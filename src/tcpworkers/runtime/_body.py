@@ -13,15 +13,12 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Final, TypeAlias, final
 
-from tcpworkers.errors import TcpworkersError
+from tcpworkers.errors import BodyTooLargeError, BodyUsedError
 from tcpworkers.runtime._headers import Headers
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "BodyInit",
-    "BodyTooLargeError",
-    "BodyUsedError",
-    "ClientDisconnectedError",
 ]
 
 # What bytes()/text()/json() buffer at most by default: generous for JSON and form posts, small
@@ -29,31 +26,6 @@ __all__ = [
 DEFAULT_MAX_BODY_SIZE: Final = 16 * 1024 * 1024
 
 BodyInit: TypeAlias = "bytes | bytearray | memoryview | str | AsyncIterable[bytes] | None"
-
-
-class BodyUsedError(TcpworkersError, RuntimeError):
-    """The body was already read (a body can be consumed once), or was discarded."""
-
-
-class BodyTooLargeError(TcpworkersError, ValueError):
-    """``bytes()``/``text()``/``json()`` refused a body larger than their ``max_size``.
-
-    Uncaught in a handler, it becomes a ``413 Content Too Large`` response.
-
-    Attributes:
-        max_size: the limit that was exceeded, in bytes.
-        status: 413, the HTTP status that reports this to a client.
-    """
-
-    status: Final = 413
-
-    def __init__(self, message: str, max_size: int) -> None:
-        super().__init__(message)
-        self.max_size = max_size
-
-
-class ClientDisconnectedError(TcpworkersError, ConnectionError):
-    """The client went away while its request body was being read."""
 
 
 @final

@@ -15,12 +15,13 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
-from tcpworkers.config import Config, ConfigError, Overrides, load_config
+from tcpworkers.config import Config, Overrides, load_config
+from tcpworkers.errors import ConfigError, WorkerLoadError
 from tcpworkers.runtime._app import WorkerApp
 from tcpworkers.runtime._logging import LOGGER, AccessLog, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp, Metrics, MetricsEndpoint
 from tcpworkers.runtime._settings import Mode, RequestObserver
-from tcpworkers.runtime._worker import WorkerLoadError, load_worker
+from tcpworkers.runtime._worker import load_worker
 
 __all__ = [
     "ENV_CONFIG",

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any, Final, final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from tcpworkers.errors import BodyTooLargeError
 from tcpworkers.runtime._body import (
     DEFAULT_MAX_BODY_SIZE,
     Body,
     BodyInit,
-    BodyTooLargeError,
     content_length,
     decode_json,
     decode_text,

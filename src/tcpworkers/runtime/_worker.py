@@ -27,13 +27,13 @@ from types import ModuleType
 from typing import Any, Final, Literal, final
 
 from tcpworkers.egress import forbid_connections
-from tcpworkers.errors import TcpworkersError
+from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._compat import install_workers_module
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._env import Env
 from tcpworkers.runtime._request import Request
 
-__all__ = ["Worker", "WorkerEntrypoint", "WorkerKind", "WorkerLoadError", "load_worker"]
+__all__ = ["Worker", "WorkerEntrypoint", "WorkerKind", "load_worker"]
 
 WorkerKind = Literal["fetch", "entrypoint", "asgi"]
 Invoke = Callable[[Request, Env, ExecutionContext], Awaitable[object]]
@@ -55,10 +55,6 @@ _IMPORT_REASON: Final = (
 )
 
 _ASGI_PARAMETERS: Final = ("scope", "receive", "send")
-
-
-class WorkerLoadError(TcpworkersError, ValueError):
-    """The worker could not be found or has no handler of an accepted shape."""
 
 
 class WorkerEntrypoint:

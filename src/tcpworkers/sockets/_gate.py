@@ -6,9 +6,11 @@ the connection see the same IP and DNS rebinding has no window.
 
 from __future__ import annotations
 
+import socket
 from typing import Final
 
 from tcpworkers.egress import Decision, EgressPolicy
+from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
 from tcpworkers.egress._scope import RequestScope
 from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
@@ -47,7 +49,11 @@ async def permitted_targets(
         OSError: resolution failed (translated by the caller).
     """
     where = format_hostport(host, port)
-    targets = await dialer.resolve(host, port)
+    if is_localhost_name(host):
+        # RFC 6761 6.3: this machine, by name; no resolver is asked (nor can it redirect it).
+        targets = [_loopback_target(ip, port) for ip in localhost_addresses()]
+    else:
+        targets = await dialer.resolve(host, port)
     if not targets:
         raise ConnectError(f"could not connect to {where}: the name has no addresses")
     permitted: list[Target] = []
@@ -67,3 +73,9 @@ async def permitted_targets(
         f"could not connect to {where}: denied by the egress policy ({first_refusal.reason}); "
         "if this destination is intended, add an allow rule for it to the egress policy"
     )
+
+
+def _loopback_target(ip: str, port: int) -> Target:
+    if ":" in ip:
+        return Target(socket.AF_INET6, (ip, port, 0, 0))
+    return Target(socket.AF_INET, (ip, port))
