@@ -10,6 +10,8 @@ import tcpworkers.testing
 
 def test_top_level_names() -> None:
     assert sorted(tcpworkers.__all__) == [
+        "Env",
+        "ExecutionContext",
         "Headers",
         "Request",
         "Response",
@@ -23,6 +25,14 @@ def test_top_level_names() -> None:
         "run",
     ]
     assert all(getattr(tcpworkers, name) is not None for name in tcpworkers.__all__)
+
+
+def test_handler_type_hints_come_from_the_top_level() -> None:
+    # `async def fetch(request: Request, env: Env, ctx: ExecutionContext) -> Response`
+    from tcpworkers.runtime import Env, ExecutionContext
+
+    assert tcpworkers.Env is Env
+    assert tcpworkers.ExecutionContext is ExecutionContext
 
 
 def test_error_hierarchy() -> None:
