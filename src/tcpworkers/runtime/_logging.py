@@ -43,6 +43,7 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "log_config",
+    "redact",
     "set_secrets",
 ]
 
@@ -64,6 +65,11 @@ def set_secrets(values: Iterable[str]) -> None:
     global _secrets
     with _secrets_lock:
         _secrets = frozenset(v for v in values if len(v) >= MIN_REDACTED_LENGTH)
+
+
+def redact(text: str) -> str:
+    """``text`` with every configured secret value (see :func:`set_secrets`) replaced."""
+    return _redact(text)
 
 
 def _redact(text: str) -> str:

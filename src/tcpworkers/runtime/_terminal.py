@@ -53,6 +53,8 @@ def _stream(name: str) -> TextIO | None:
 class TextFormatter(logging.Formatter):
     """Informational messages as they are; others prefixed with their level (``error: ...``).
 
+    Tracebacks show the user's frames first and fold the runtime's (JSON logs keep them whole).
+
     Args:
         fmt: the ``logging`` format string.
         stream: ``"stderr"`` or ``"stdout"``: where the handler writes, to decide on colour.
@@ -63,6 +65,14 @@ class TextFormatter(logging.Formatter):
         self.colour = wants_colour(_stream(stream))
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.exc_info[1] is not None:
+            # The user's frames first, the runtime's folded (runtime/_devpage.py); secrets
+            # redacted as RedactSecrets does for the message. Imported here: _logging imports
+            # this module.
+            from tcpworkers.runtime._devpage import format_folded
+            from tcpworkers.runtime._logging import redact
+
+            record.exc_text = format_folded(record.exc_info[1], redact)
         text = super().format(record)
         if record.levelno == logging.INFO:
             if self.colour and record.getMessage().startswith("tcpworkers "):
