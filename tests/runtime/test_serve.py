@@ -22,6 +22,9 @@ import pytest
 
 from .cli_harness import tcpworkers, worker
 
+# Test tier: every test runs the CLI as a subprocess; see tests/_tiers.py.
+pytestmark = pytest.mark.slow
+
 HELLO = worker("hello.py")
 SECRET = "correct-horse-battery-staple"
 

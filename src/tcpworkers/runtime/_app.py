@@ -48,8 +48,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple, final
 
-from tcpworkers.drivers import ungated
 from tcpworkers.egress import RequestScope, use_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
@@ -441,7 +441,7 @@ class WorkerApp:
         # binding's connections are its own, not the request's) and shielded from its
         # cancellation (a client leaving must not abort a pool's start-up for everyone).
         if self._starting is None or self._starting.done():
-            with ungated():
+            with trusted_connections():
                 self._starting = asyncio.create_task(self.startup())
         await asyncio.shield(self._starting)
 
