@@ -59,7 +59,7 @@ async def test_every_loopback_spelling_is_denied_when_loopback_is(
         with pytest.raises(EgressDeniedError, match="loopback") as info:
             await sock.opened
         assert isinstance(info.value, ConnectError)
-        assert "add an allow rule" in str(info.value)
+        assert 'remove the deny entry "loopback"' in str(info.value)
     assert scope.stats.sockets_denied == 1
     assert echo_server.accepted == 0  # nothing reached the server
 

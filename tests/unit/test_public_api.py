@@ -47,6 +47,8 @@ INTERNAL = {"ClientGone"}
 
 def test_top_level_names() -> None:
     assert sorted(tcpworkers.__all__) == [
+        "Env",
+        "ExecutionContext",
         "Headers",
         "Request",
         "Response",
@@ -71,6 +73,14 @@ def test_top_level_names() -> None:
     assert inspect.iscoroutinefunction(tcpworkers.fetch)
     assert inspect.isfunction(tcpworkers.run)
     assert tcpworkers.run.__name__ == "run"
+
+
+def test_handler_type_hints_come_from_the_top_level() -> None:
+    # `async def fetch(request: Request, env: Env, ctx: ExecutionContext) -> Response`
+    from tcpworkers.runtime import Env, ExecutionContext
+
+    assert tcpworkers.Env is Env
+    assert tcpworkers.ExecutionContext is ExecutionContext
 
 
 def test_error_hierarchy() -> None:
