@@ -26,6 +26,7 @@ __all__ = [
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "LocalPostgresError",
     "PgProtocolError",
     "PoolClosedError",
     "PoolError",
@@ -273,3 +274,13 @@ class UpstreamAuthError(UpstreamError):
 class UpstreamServerError(UpstreamError):
     """The server answered the startup with an ErrorResponse (no such database, too many
     connections, shutting down...)."""
+
+
+# -- tcpworkers.localpg: the local PostgreSQL launcher (demo, tests)
+
+
+class LocalPostgresError(TcpworkersError):
+    """A local PostgreSQL cluster could not be initialised, started or stopped.
+
+    The message says which step failed, quotes the server's log, and what to do.
+    """

@@ -20,6 +20,10 @@ from tcpworkers.runtime._metrics import MetricsEndpoint
 
 from .cli_harness import run, tcpworkers, worker
 
+# Test tier: most tests run the CLI as a subprocess (the few in-process parser tests ride
+# along); see tests/_tiers.py.
+pytestmark = pytest.mark.slow
+
 HELLO = worker("hello.py")
 
 

@@ -27,6 +27,9 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import TcpworkersError
 from tcpworkers.runtime._settings import Limits
 
+# Test tier: in memory (config files under tmp_path count as memory); see tests/_tiers.py.
+pytestmark = pytest.mark.unit
+
 ENV = {"MY_API_KEY": "s3cr3t-value", "DB_PASSWORD": "hunter22"}
 
 SAMPLE = """\

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from tcpworkers.config import Config, Overrides, load_config
+from tcpworkers.drivers._loop import gate_every_new_loop
+from tcpworkers.egress import set_default_policy
 from tcpworkers.errors import ConfigError, WorkerLoadError
 from tcpworkers.runtime._app import WorkerApp
 from tcpworkers.runtime._logging import LOGGER, AccessLog, set_secrets
@@ -106,6 +108,11 @@ def build_app(config: Config) -> ASGIApp:
     """
     # Redact secrets from every log line this process writes from here on.
     set_secrets(config.runtime.secrets.values())
+    # Code that escapes a request's scope (a fresh context, a thread running asyncio.run) gets
+    # no more than a request would: the configured policy is the default from here on, in
+    # every server process (each one builds its application here), before the worker loads.
+    set_default_policy(config.runtime.policy)
+    gate_every_new_loop()
     worker = load_worker(config.worker)
     for binding in config.bindings.values():
         _log.warning(
