@@ -424,7 +424,10 @@ class Pool:
     async def _janitor_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self._janitor_interval)
-            self._sweep()
+            try:
+                self._sweep()
+            except Exception:  # a bug here must not stop the janitor for good
+                log.exception("pool %s: janitor sweep failed", self.name)
 
     def _sweep(self) -> None:
         now = self._clock()

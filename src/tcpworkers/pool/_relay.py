@@ -42,7 +42,14 @@ from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
 from ._sql import analyze, changed_parameters
 from ._state import ClientState, Event, next_state
-from ._wire import Frame, FrontendParser, decode_backend, decode_frontend, error_response
+from ._wire import (
+    Frame,
+    FrontendParser,
+    bind_statement,
+    decode_backend,
+    decode_frontend,
+    error_response,
+)
 
 __all__ = ["serve_client"]
 
@@ -73,15 +80,6 @@ _CLOSE_COMPLETE: Final = m.CloseComplete().encode()
 _READY_IDLE: Final = m.ReadyForQuery("I").encode()
 
 _Entry = tuple[frozenset[int], int, ServerStatement | bytes | None]
-
-
-def _bind_names(body: bytes) -> tuple[int, str, int]:
-    """Where a Bind body's portal name ends, its statement name, and where the rest starts."""
-    first = body.find(0)
-    second = body.find(0, first + 1)
-    if first < 0 or second < 0:
-        raise PgProtocolError("malformed Bind message: missing portal or statement name")
-    return first + 1, body[first + 1 : second].decode("utf-8", "surrogateescape"), second + 1
 
 
 class _Client:
@@ -193,7 +191,7 @@ class _Client:
                 return raw
             body = raw[5:]
             if kind == 66:
-                head, name, rest = _bind_names(body)
+                head, name, rest = bind_statement(body)
             else:
                 head, name, rest = 1, body[1:-1].decode("utf-8", "surrogateescape"), len(body)
             out = self.ensure(server, name)

@@ -33,6 +33,7 @@ __all__ = [
     "BackendParser",
     "Frame",
     "FrontendParser",
+    "bind_statement",
     "decode_backend",
     "decode_frontend",
     "error_response",
@@ -417,6 +418,16 @@ class BackendParser(_Parser):
 
     _side = "backend"
     _table = _BACKEND
+
+
+def bind_statement(body: bytes) -> tuple[int, str, int]:
+    """Where a Bind body's portal name ends, its statement name, and where the rest starts: what
+    renaming the statement needs, without decoding the parameters."""
+    first = body.find(0)
+    second = body.find(0, first + 1)
+    if first < 0 or second < 0:
+        raise PgProtocolError("malformed Bind message: missing portal or statement name")
+    return first + 1, body[first + 1 : second].decode("utf-8", "surrogateescape"), second + 1
 
 
 def error_response(
