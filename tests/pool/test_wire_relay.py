@@ -209,3 +209,21 @@ async def test_terminate_inside_a_transaction_rolls_back(single: Binding) -> Non
     finally:
         await other.close()
     assert single.pool.stats().resets == 1
+
+
+async def test_a_newer_protocol_minor_is_negotiated_down_to_3_0(single: Binding) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", single.port)
+    c = RawClient(reader, writer)
+    try:
+        hello = m.StartupMessage(
+            (("user", USER), ("database", DATABASE), ("_pq_.future_option", "on")),
+            protocol=(3 << 16) | 2,
+        )
+        writer.write(hello.encode())
+        assert await c.next() == m.NegotiateProtocolVersion(0, ("_pq_.future_option",))
+        assert await c.next() == m.Authentication(m.AUTH_CLEARTEXT)
+        writer.write(m.PasswordMessage(PASSWORD.encode() + b"\0").encode())
+        await c.until_ready()
+        assert "DataRow" in await c.send(m.Query("select 1"))
+    finally:
+        await c.close()
