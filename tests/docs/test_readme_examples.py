@@ -11,6 +11,8 @@ import pytest
 
 from tests.runtime.cli_harness import run
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
 SECTION = README.split("\n## Examples\n", 1)[1].split("\n## ", 1)[0]
