@@ -25,6 +25,7 @@ import asyncio
 import socket
 from typing import Any, cast
 
+from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.egress._scope import (
     RequestScope,
     check_connections_allowed,
@@ -70,6 +71,8 @@ def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None
         ) from None
     policy = scope.policy if scope is not None else default_policy()
     if sock.family == socket.AF_UNIX:
+        if is_local_endpoint(str(peer)):
+            return  # the runtime's own listener (a pool binding): not egress
         decision = policy.decide_unix(str(peer))
     else:
         decision = policy.decide(peer[0], peer[0], peer[1])

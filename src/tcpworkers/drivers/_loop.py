@@ -42,6 +42,7 @@ from typing import Any, cast
 
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
 from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.egress._scope import (
     RequestScope,
     check_connections_allowed,
@@ -263,10 +264,13 @@ class GateMixin(EntryPointsMixin):
         check_connections_allowed()
         scope = current_scope()
         policy = scope.policy if scope is not None else default_policy()
-        if path is not None or kwargs.get("sock") is None:
+        local = path is not None and is_local_endpoint(str(path))
+        decision = None
+        if local:
+            pass  # the runtime's own listener (a pool binding): not egress, no policy decision
+        elif path is not None or kwargs.get("sock") is None:
             decision = policy.decide_unix(str(path))
         else:
-            decision = None
             decide_given_socket(scope, kwargs["sock"])
         if decision is not None and not decision.allowed:
             if scope is not None:
@@ -277,7 +281,13 @@ class GateMixin(EntryPointsMixin):
         if scope is None:
             with trusted_connections():
                 return await base.create_unix_connection(protocol_factory, path, **kwargs)
-        conn = _TrackedConnection(scope, f"connection to unix:{path} (driver)")
+        # Still counted against the request's limit and closed at request end, binding or not.
+        description = (
+            f"connection to binding socket {path} (driver)"
+            if local
+            else f"connection to unix:{path} (driver)"
+        )
+        conn = _TrackedConnection(scope, description)
         await scope.acquire(conn)
         try:
             transport, protocol = await base.create_unix_connection(
