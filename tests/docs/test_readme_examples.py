@@ -22,7 +22,10 @@ COMMANDS = re.findall(r"`(tcpworkers dev [^`]+)`", SECTION)
 
 def test_every_example_is_listed() -> None:
     listed = {re.match(r"\| `([^`]+)`", row).group(1) for row in ROWS}  # type: ignore[union-attr]
-    assert listed == {p.name for p in (ROOT / "examples").glob("*.py")}
+    examples = ROOT / "examples"
+    workers = {p.name for p in examples.glob("*.py")}
+    apps = {f"{p.name}/" for p in examples.iterdir() if (p / "worker.py").is_file()}
+    assert listed == workers | apps
 
 
 def test_every_row_says_how_to_run_it_and_what_it_needs() -> None:
