@@ -13,10 +13,20 @@ any asyncio program::
 from tcpworkers import errors
 from tcpworkers._fetch import fetch
 from tcpworkers._loop import run
-from tcpworkers.runtime import Headers, Request, Response, WorkerEntrypoint
+from tcpworkers._version import __version__ as __version__
+from tcpworkers.runtime import (
+    Env,
+    ExecutionContext,
+    Headers,
+    Request,
+    Response,
+    WorkerEntrypoint,
+)
 from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
 
 __all__ = [
+    "Env",
+    "ExecutionContext",
     "Headers",
     "Request",
     "Response",
@@ -29,4 +39,3 @@ __all__ = [
     "fetch",
     "run",
 ]
-__version__ = "0.1.0"

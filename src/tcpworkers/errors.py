@@ -20,11 +20,18 @@ __all__ = [
     "ConnectError",
     "ConnectNotAllowedError",
     "CrossRequestError",
+    "DsnError",
     "ConnectTimeoutError",
     "EgressDeniedError",
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "LocalPostgresError",
+    "PgProtocolError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolStateError",
+    "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
     "SocketBrokenError",
@@ -36,6 +43,10 @@ __all__ = [
     "TLSHandshakeError",
     "TcpworkersError",
     "WorkerLoadError",
+    "UpstreamAuthError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamServerError",
 ]
 
 
@@ -193,4 +204,83 @@ class ClientGone(Exception):
     """Internal: the server's ``send`` raised ``OSError``: the client is gone (ASGI spec 2.4).
 
     Not exported: the runtime catches it around every ``send`` to the ASGI server.
+    """
+
+
+# -- pool: the Postgres pooler core (tcpworkers.pool: _wire, _pool, _relay) ------------------------
+# What the pooler raises itself. A driver talking to the pooler sees these as PostgreSQL
+# ErrorResponses (with a SQLSTATE), never as Python exceptions.
+
+
+class PoolError(TcpworkersError):
+    """Root of the errors of the pooler core."""
+
+
+class PgProtocolError(PoolError, ValueError):
+    """Bytes that are not valid PostgreSQL v3 protocol: an unknown message type, a length out of
+    bounds, a malformed body. The stream's framing is lost; close the connection."""
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """No server connection became free within ``acquire_timeout``; the message names the
+    binding, its ``max_size`` and the setting to raise."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed; no more server connections are handed out."""
+
+
+class PoolStateError(PoolError, RuntimeError):
+    """A pooler bug: a connection was asked to make a state transition its table forbids."""
+
+
+# -- Postgres pool binding: connection strings and server (upstream) connections --------------
+# Raised by tcpworkers.pool's _dsn.py and _upstream.py. Upstream errors are ConnectionErrors
+# (so OSError): code that handles "the database is unreachable" keeps working.
+
+
+class DsnError(TcpworkersError, ValueError):
+    """A libpq connection string is malformed or uses a parameter the pool does not support.
+
+    The message names the parameter and the fix, never the password.
+    """
+
+
+class UpstreamError(TcpworkersError, ConnectionError):
+    """Opening a server connection for a pool failed; the message names the server, the user
+    and the step that failed (connect, TLS, authentication, startup).
+
+    Attributes:
+        sqlstate: the SQLSTATE of the server's ErrorResponse, ``""`` when there was none.
+    """
+
+    def __init__(self, message: str, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[type[UpstreamError], tuple[str, str]]:
+        return type(self), (str(self), self.sqlstate)
+
+
+class UpstreamConnectError(UpstreamError):
+    """The server could not be reached, or TLS could not be set up as ``sslmode`` requires."""
+
+
+class UpstreamAuthError(UpstreamError):
+    """The server rejected the credentials, or asked for an authentication method the pool
+    does not implement (only trust, password, md5 and SCRAM-SHA-256 are)."""
+
+
+class UpstreamServerError(UpstreamError):
+    """The server answered the startup with an ErrorResponse (no such database, too many
+    connections, shutting down...)."""
+
+
+# -- tcpworkers.localpg: the local PostgreSQL launcher (demo, tests)
+
+
+class LocalPostgresError(TcpworkersError):
+    """A local PostgreSQL cluster could not be initialised, started or stopped.
+
+    The message says which step failed, quotes the server's log, and what to do.
     """

@@ -285,7 +285,8 @@ def test_unspecified_only_when_explicitly_allowed() -> None:
         ("*.internal", "internal.evil", False),
         ("*.Internal.", "DB.INTERNAL", True),
         ("*", "anything.example", True),
-        ("*", "localhost", True),
+        ("*", "localhost.example", True),
+        ("*", "localhost", False),  # RFC 6761: loopback by name, never 10.0.0.1 (issue 8)
         ("b\u00fccher.example", "xn--bcher-kva.example", True),
         ("*.xn--bcher-kva.example", "shop.b\u00fccher.example", True),
     ],

@@ -45,7 +45,8 @@ from tcpworkers.errors import (
     SocketClosedError,
     StartTlsError,
 )
-from tcpworkers.scope import RequestScope, current_scope, use_scope
+from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.sockets._address import Address, format_hostport
 from tcpworkers.sockets._dial import Dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
@@ -349,7 +350,7 @@ class Socket:
         targets = await permitted_targets(dialer, policy, host, port, self._scope)
         # The gate has decided: on a gated loop, create_connection must not gate (and count)
         # this connection a second time.
-        with use_scope(None):
+        with trusted_connections():
             plain = self._secure_transport != "on"
             if plain and len(targets) == 1 and dialer.connect is system_connect:
                 # One permitted address and the system connector: let the loop connect to that

@@ -13,6 +13,11 @@ connections when its ``async with`` block ends. Nothing here connects anywhere b
   a client certificate), client contexts that trust it, and client certificates.
 - :class:`FaultProxy` sits between a client and a loopback server and injects a :class:`Fault`:
   a reset or a clean close after n bytes, a stall, a truncated TLS record, a refused connection.
+- :class:`PgBouncer` runs a real PgBouncer (Debian package ``pgbouncer``) in a temporary
+  directory in front of a PostgreSQL server, transaction pooling, stopped by the test.
+
+- :class:`LocalMariaDB` and :class:`LocalRedis` run a throwaway MariaDB or Redis server (the
+  system's binaries) on a free loopback port, optionally with TLS from a :class:`TestCA`.
 - :func:`serve_worker` serves a worker over real HTTP on loopback (uvicorn, in the test's own
   event loop) and yields a :class:`WorkerServer` with its ``url`` and an ``httpx`` ``client``.
 
@@ -51,7 +56,10 @@ TLS helpers and ``serve_worker`` need the ``testing`` extra
 from __future__ import annotations
 
 from tcpworkers.testing._certs import ClientCert, TestCA, untrusted_ca
+from tcpworkers.testing._mariadb import LocalMariaDB
+from tcpworkers.testing._pgbouncer import PgBouncer
 from tcpworkers.testing._proxy import Fault, FaultKind, FaultProxy
+from tcpworkers.testing._redis import LocalRedis
 from tcpworkers.testing._servers import (
     EchoServer,
     ServerConnection,
@@ -66,6 +74,9 @@ __all__ = [
     "Fault",
     "FaultKind",
     "FaultProxy",
+    "PgBouncer",
+    "LocalMariaDB",
+    "LocalRedis",
     "ServerConnection",
     "StartTlsConnection",
     "StartTlsServer",

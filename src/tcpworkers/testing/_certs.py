@@ -165,6 +165,25 @@ class TestCA:
             client_cert.configure(context)
         return context
 
+    def issue_server_cert(self, hostnames: tuple[str, ...] = DEFAULT_HOSTNAMES) -> ClientCert:
+        """Issue a server certificate as PEM text, for servers configured with files (MariaDB,
+        Redis, PostgreSQL): ``.write(directory)`` gives ``(cert_path, key_path)``.
+
+        Args:
+            hostnames: names and IP addresses the certificate is valid for.
+
+        Returns:
+            The certificate and key (a :class:`ClientCert`, named ``"server"``).
+        """
+        if isinstance(hostnames, str) or not hostnames:
+            raise ValueError(f"hostnames must be a non-empty tuple of names, got {hostnames!r}")
+        leaf = self._ca.issue_cert(*hostnames)
+        return ClientCert(
+            name="server",
+            cert_pem=leaf.cert_chain_pems[0].bytes().decode("ascii"),
+            key_pem=leaf.private_key_pem.bytes().decode("ascii"),
+        )
+
     def issue_client_cert(self, name: str = "client") -> ClientCert:
         """Issue a client certificate for mutual TLS.
 
