@@ -20,12 +20,14 @@ from tcpworkers.runtime import (
     CONFIG_FILENAME,
     DEFAULT_METRICS_PATH,
     DEFAULT_PORT,
+    MAX_PORT,
     ConfigError,
     Mode,
     Overrides,
     check,
     display_path,
     init_project,
+    is_port,
     launch_environ,
     load_config,
     serve,
@@ -72,8 +74,8 @@ def _port(text: str) -> int:
         port = int(text)
     except ValueError:
         port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    if not is_port(port, allow_zero=True):
+        raise argparse.ArgumentTypeError(f"expected a port number 0-{MAX_PORT}, got {text!r}")
     return port
 
 

@@ -52,6 +52,7 @@ from typing import Final, TypeAlias, TypeVar, final
 from tcpworkers.egress._classes import AddressClass, classify, classify_range
 from tcpworkers.egress._ipnorm import Embedding, IPAddress, embedded_ipv4, normalize
 from tcpworkers.egress._localhost import is_localhost_name
+from tcpworkers.egress._ports import MAX_PORT, MIN_PORT, is_port
 
 __all__ = [
     "SMTP_PORT",
@@ -71,9 +72,8 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 # SMTP submission between mail servers (RFC 5321, IANA port 25). Open relays and spam are the
 # abuse every hosting platform blocks by default; Cloudflare Workers' connect() refuses port 25.
 SMTP_PORT: Final = 25
-# TCP port numbers are 16 bits and port 0 is not a destination (RFC 9293 §3.1, IANA registry).
-_MIN_PORT: Final = 1
-_MAX_PORT: Final = 65535
+_MIN_PORT: Final = MIN_PORT
+_MAX_PORT: Final = MAX_PORT
 
 # The classes a host pattern may vouch for (semantics, rule 4).
 _NAME_ALLOW_CLASSES: Final = frozenset({AddressClass.PUBLIC, AddressClass.PRIVATE})
@@ -749,7 +749,7 @@ def _address(ip: IPAddress | str) -> IPAddress:
 def _port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int, not {type(port).__name__}")
-    if not _MIN_PORT <= port <= _MAX_PORT:
+    if not is_port(port):
         raise ValueError(f"port must be {_MIN_PORT}-{_MAX_PORT}, got {port}")
     return port
 

@@ -11,6 +11,7 @@
 - :class:`RuntimeSettings` is what the configuration layer resolves for the runtime.
 """
 
+from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import (
     BodyTooLargeError,
     BodyUsedError,
@@ -94,11 +95,13 @@ __all__ = [
     "ConfigError",
     "DEFAULT_METRICS_PATH",
     "DEFAULT_PORT",
+    "MAX_PORT",
     "Overrides",
     "ServerSettings",
     "check",
     "display_path",
     "init_project",
+    "is_port",
     "launch_environ",
     "load_config",
     "serve",

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, final
 
 from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
 from tcpworkers.runtime._settings import Limits, Mode, RuntimeSettings, VarValue
 
@@ -93,7 +94,6 @@ BINDING_TYPES: Final = ("postgres",)
 
 LogFormat = Literal["text", "json"]
 _LOG_FORMATS: Final = ("text", "json")
-_MAX_PORT: Final = 65535
 _ENV_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _TOP_KEYS: Final = ("worker", "vars", "secrets", "egress", "limits", "server", "bindings")
@@ -583,8 +583,8 @@ class _Resolver:
         if not isinstance(host, str) or not host.strip():
             raise self.expected("server.host", 'an address to listen on, such as "0.0.0.0"', host)
         port = table.get("port", DEFAULT_PORT)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _MAX_PORT:
-            raise self.expected("server.port", f"a port number 0-{_MAX_PORT}", port)
+        if not is_port(port, allow_zero=True):
+            raise self.expected("server.port", f"a port number 0-{MAX_PORT}", port)
         workers = self.positive_int(table, "workers", "server", 1)
         log_format = table.get("log_format", "text" if dev else "json")
         if log_format not in _LOG_FORMATS:

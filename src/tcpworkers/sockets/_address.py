@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
+from tcpworkers.egress._ports import MAX_PORT, MIN_PORT, is_port
+
 __all__ = ["Address", "AddressLike", "parse_address"]
 
 ACCEPTED_FORMS: Final = (
@@ -165,6 +167,6 @@ def _check_port_obj(port: object) -> int:
 
 
 def _check_port_range(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range: it must be from 1 to 65535")
+    if not is_port(port):
+        raise ValueError(f"port {port} is out of range: it must be from {MIN_PORT} to {MAX_PORT}")
     return port
