@@ -230,8 +230,7 @@ class Pool:
         dirty/pinned (reset first). Synchronous: cancellation cannot interrupt it."""
         if server.state is ServerState.SV_CLOSED:
             return
-        expired = self._clock() - server.created >= self.settings.max_lifetime
-        if expired and server.state is not ServerState.SV_PINNED:
+        if self._clock() - server.created >= self.settings.max_lifetime:
             self._discard(server, "max_lifetime")
         elif (
             dirty
