@@ -256,6 +256,17 @@ class Pool:
         """Ask the server to cancel what ``server`` is running (a CancelRequest upstream)."""
         await self._cancel(server.link.backend_pid, server.link.backend_secret)
 
+    def cancel_soon(self, server: PooledServer) -> None:
+        """:meth:`cancel` in a pool-owned task; failures are logged, never raised."""
+
+        async def cancel() -> None:
+            try:
+                await self.cancel(server)
+            except Exception as exc:
+                log.info("pool %s: cancelling on %r failed: %s", self.name, server, exc)
+
+        self._spawn(cancel())
+
     def new_client_key(self) -> tuple[int, int]:
         """A synthetic (process id, secret key) for a client's BackendKeyData."""
         self._client_numbers += 1

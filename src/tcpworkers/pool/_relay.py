@@ -29,7 +29,6 @@ an unknown state: its query is cancelled and the connection discarded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Final
@@ -133,7 +132,7 @@ class _Client:
             if self.server is not None:
                 await self.server.link.writer.drain()
             data = await self.reader.read(_READ)
-            if not data:
+            if not data or self.gone:  # gone: the server task hung up on this client
                 return
             parser.feed(data)
 
@@ -321,6 +320,8 @@ class _Client:
 
     def hang_up(self) -> None:
         self.gone = True
+        if self.state is not ClientState.CL_CLOSED:
+            self.move(Event.CLOSE)
         self.writer.close()
 
     def answers(self, server: PooledServer, out: list[bytes]) -> bool:
@@ -386,25 +387,21 @@ class _Client:
     def finish(self) -> None:
         """Give the server connection back (or discard it). Synchronous: cannot be cancelled."""
         task, server = self.task, self.server
+        pinned = self.state is ClientState.CL_PINNED
         self.gone = True
+        if self.state is not ClientState.CL_CLOSED:
+            self.move(Event.CLOSE)
         if task is not None:
             task.cancel()
         if server is None:
             return
         self.server = self.task = None
         if self.pending:
+            self.pool.cancel_soon(server)  # stop what it runs, then drop the connection
             self.pool.discard(server, "client_gone_mid_request")
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(_cancel_quietly(self.pool, server))
         else:  # between messages: a reset (with ROLLBACK unless at a transaction's end) suffices
-            pinned = self.state is ClientState.CL_PINNED
             status = self.txn_status if self.boundary or self.txn_status != "I" else "T"
             self.pool.release(server, dirty=pinned, txn_status=status)
-
-
-async def _cancel_quietly(pool: Pool, server: PooledServer) -> None:
-    with contextlib.suppress(Exception):
-        await pool.cancel(server)
 
 
 async def serve_client(
