@@ -152,7 +152,8 @@ class Pool:
         self._closed = True
         if self._janitor is not None:
             self._janitor.cancel()
-        for waiter in self._waiters:
+        while self._waiters:
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(PoolClosedError(f"pool {self.name!r} was closed"))
         for task in list(self._tasks):
@@ -220,8 +221,9 @@ class Pool:
                 self.release(waiter.result())
             raise
         finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            if waiter.cancelled() or not waiter.done():  # resolved waiters were popped already
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
         self._record_wait(self._clock() - started)
         return server
 
@@ -302,9 +304,14 @@ class Pool:
     # -- internals -------------------------------------------------------------------------------
 
     def _total(self) -> int:
-        lists = self._lists
-        live = sum(len(g) for s, g in lists.items() if s is not ServerState.SV_CLOSED)
-        return live + self._opening
+        lists, s = self._lists, ServerState
+        return (
+            len(lists[s.SV_IDLE])
+            + len(lists[s.SV_ACTIVE])
+            + len(lists[s.SV_PINNED])
+            + len(lists[s.SV_RESET])
+            + self._opening
+        )
 
     def _move(self, server: PooledServer, event: Event) -> None:
         new = next_state(server.state, event)
@@ -400,7 +407,8 @@ class Pool:
                     server = await self._open()
                 except Exception as exc:
                     log.warning("pool %s: cannot open a server connection: %s", self.name, exc)
-                    for waiter in self._waiters:  # fail waiters clearly rather than by timeout
+                    while self._waiters:  # fail a waiter clearly rather than by timeout
+                        waiter = self._waiters.popleft()
                         if not waiter.done():
                             waiter.set_exception(exc)
                             break
