@@ -343,7 +343,7 @@ class Pool:
         self._opening += 1
         try:
             link = await self._connect()
-        except BaseException:
+        except Exception:
             self._connect_failures += 1
             raise
         finally:
