@@ -272,3 +272,25 @@ async def test_psycopg_copy_cursors_and_notices(binding: Binding) -> None:
             await conn.execute(f"drop table {table}")
     stats = binding.pool.stats()
     assert (stats.pinned, stats.active) == (0, 0)
+
+
+async def test_large_pipelines_executemany(binding: Binding) -> None:
+    conn = await asyncpg.connect(binding.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE pool_core_many (a int, b text) ON COMMIT DROP")
+            rows = [(i, "x" * (i % 50)) for i in range(5000)]
+            await conn.executemany("insert into pool_core_many values ($1, $2)", rows)
+            assert await conn.fetchval("select count(*) from pool_core_many") == 5000
+            assert await conn.fetchval("select sum(a) from pool_core_many") == sum(range(5000))
+        assert binding.pool.stats().pins == {}
+    finally:
+        await conn.close()
+    pconn = await psycopg.AsyncConnection.connect(binding.dsn)
+    async with pconn, pconn.transaction(), pconn.cursor() as cur:
+        await cur.execute("CREATE TEMP TABLE pool_core_pmany (a int) ON COMMIT DROP")
+        await cur.executemany(
+            "insert into pool_core_pmany values (%s)", [(i,) for i in range(3000)]
+        )
+        await cur.execute("select count(*) from pool_core_pmany")
+        assert await cur.fetchone() == (3000,)
