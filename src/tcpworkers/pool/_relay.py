@@ -98,6 +98,7 @@ class _Client:
         self.skipping = False  # after a local error: drop messages up to Sync
         self.boundary = True  # the last thing the server said ended a transaction (RFQ 'I')
         self.gone = False
+        self.keep = pool.settings.prepared_statements  # False: unnamed statements only
 
     def move(self, event: Event) -> None:
         self.state = next_state(self.state, event)
@@ -109,6 +110,8 @@ class _Client:
             batch: list[bytes] = []  # for self.server, written once per chunk (or before an await)
             for frame in parser.frames():
                 kind = frame.type
+                if self.gone:  # the server task hung up on this client
+                    return
                 if kind == 88:  # Terminate
                     self.send(batch)
                     return
@@ -229,6 +232,11 @@ class _Client:
             self.pending.append((_ENDS[80], _FORWARD, None))
             return message.encode()
         self.statements[message.name] = key
+        if not self.keep:  # prepared unnamed, for this transaction only
+            server.unnamed = key
+            self.pool.parse_forwarded += 1
+            self.pending.append((_ENDS[80], _FORWARD, None))
+            return m.Parse("", message.sql, message.param_types).encode()
         known = server.statements.get(key)
         if known is not None:
             self.pool.parse_saved += 1
@@ -251,6 +259,12 @@ class _Client:
         if key is None:
             return None
         self.effects(server, key[0])
+        if not self.keep:
+            if server.unnamed == key:
+                return b"", ""
+            server.unnamed = key
+            self.pending.append((_ENDS[80], _DROP, None))
+            return m.Parse("", key[0], key[1]).encode(), ""
         known = server.statements.get(key)
         if known is not None:
             return b"", known.name
@@ -363,6 +377,8 @@ class _Client:
     def ready(self, server: PooledServer, txn_status: str) -> None:
         self.txn_status = txn_status
         self.boundary = txn_status == "I" and not self.pending
+        if self.boundary and not self.keep:
+            server.unnamed = None  # the next transaction may run on another backend
         if (
             self.boundary
             and server.parameters != server.baseline

@@ -20,6 +20,10 @@ class PoolSettings:
     idle_timeout: float = 300.0
     max_lifetime: float = 3600.0
     acquire_timeout: float = 10.0
+    # False: keep no statements on server connections; every statement a client prepares is
+    # re-prepared unnamed in the transaction that uses it. For an upstream that does not keep
+    # one backend per connection between transactions: PgBouncer in transaction mode.
+    prepared_statements: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
