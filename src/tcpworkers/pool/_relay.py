@@ -17,7 +17,9 @@ entry so it reaches the client in order (``parse_saved``). A Bind or Describe of
 current server lacks is preceded by a Parse the pooler injects and whose ParseComplete it drops.
 Close of a statement only forgets the client's name (CloseComplete synthesised); the server keeps
 the statement for other clients until the connection is reset or closed. An ErrorResponse in the
-extended protocol makes the server skip to Sync; the entries it skips are dropped too.
+extended protocol makes the server skip to Sync; the entries it skips are dropped too. With
+``prepared_statements=False`` (PgBouncer in transaction mode upstream) the server keeps nothing:
+each statement is prepared unnamed in the transaction that uses it.
 
 Pinning (``_sql``): SQL that outlives its transaction, or a reported parameter still changed at
 ReadyForQuery 'I', keeps the server connection with the client until it disconnects; it is then
@@ -36,6 +38,7 @@ from typing import Final
 from tcpworkers.errors import PgProtocolError, PoolTimeoutError
 
 from . import _messages as m
+from . import _pending as q
 from ._login import LOGIN_TIMEOUT, fatal, login
 from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
@@ -55,30 +58,9 @@ __all__ = ["serve_client"]
 log = logging.getLogger("tcpworkers.pool")
 
 _READ: Final = 65536
-_ENDS_Z: Final = frozenset(b"Z")
-_NEVER: Final[frozenset[int]] = frozenset()
-_ENDS: Final = {
-    ord("P"): frozenset(b"1"),
-    ord("B"): frozenset(b"2"),
-    ord("C"): frozenset(b"3"),
-    ord("D"): frozenset(b"Tn"),
-    ord("E"): frozenset(b"CIs"),
-    ord("S"): _ENDS_Z,
-    ord("Q"): _ENDS_Z,
-    ord("F"): _ENDS_Z,
-}
-# What the server task must look at: the front entry's completions, errors, ParameterStatus.
-_STOP_IDLE: Final = frozenset(b"ES")
-_STOPS: Final = {ends: ends | _STOP_IDLE for ends in {*_ENDS.values(), _NEVER}}
-# Pending entry actions: forward the completion; drop it (the pooler sent the message); emit
-# synthetic bytes when the entry reaches the front; a Parse whose ParseComplete marks a server
-# statement ready (forwarded or dropped).
-_FORWARD, _DROP, _SYNTHETIC, _PARSE_FORWARD, _PARSE_DROP = range(5)
 _PARSE_COMPLETE: Final = m.ParseComplete().encode()
 _CLOSE_COMPLETE: Final = m.CloseComplete().encode()
 _READY_IDLE: Final = m.ReadyForQuery("I").encode()
-
-_Entry = tuple[frozenset[int], int, ServerStatement | bytes | None]
 
 
 class _Client:
@@ -91,7 +73,7 @@ class _Client:
         self.state = ClientState.CL_LOGIN
         self.server: PooledServer | None = None
         self.task: asyncio.Task[None] | None = None
-        self.pending: deque[_Entry] = deque()
+        self.pending: deque[q.Entry] = deque()
         self.statements: dict[str, StatementKey] = {}
         self.unnamed: StatementKey | None = None
         self.txn_status = "I"
@@ -130,7 +112,7 @@ class _Client:
                     batch.append(out)
             self.send(batch)
             pending = self.pending
-            if pending and all(entry[1] == _SYNTHETIC for entry in pending):
+            if pending and all(entry[1] == q.SYNTHETIC for entry in pending):
                 self.writer.write(b"".join(self.leading_synthetic()))  # no server answer to await
             if self.server is not None:
                 await self.server.link.writer.drain()
@@ -148,7 +130,7 @@ class _Client:
         """Answers made here that no outstanding server answer precedes: due now, in order."""
         out: list[bytes] = []
         pending = self.pending
-        while pending and pending[0][1] == _SYNTHETIC:
+        while pending and pending[0][1] == q.SYNTHETIC:
             data = pending.popleft()[2]
             assert isinstance(data, bytes)
             out.append(data)
@@ -189,7 +171,7 @@ class _Client:
             return self.parse(server, decode_frontend(frame))
         if kind == 66 or kind == 68:  # Bind, Describe
             if kind == 68 and raw[5] != 83:  # Describe portal
-                pending.append((_ENDS[kind], _FORWARD, None))
+                pending.append((q.ENDS[kind], q.FORWARD, None))
                 return raw
             body = raw[5:]
             if kind == 66:
@@ -198,11 +180,11 @@ class _Client:
                 head, name, rest = 1, body[1:-1].decode("utf-8", "surrogateescape"), len(body)
             out = self.ensure(server, name)
             if out is None:  # unknown to the pooler: let the server say so
-                pending.append((_ENDS[kind], _FORWARD, None))
+                pending.append((q.ENDS[kind], q.FORWARD, None))
                 return raw
             prefix, server_name = out
             new_body = body[:head] + m.cstr(server_name) + body[rest:]
-            pending.append((_ENDS[kind], _FORWARD, None))
+            pending.append((q.ENDS[kind], q.FORWARD, None))
             return prefix + m.typed(raw[:1], new_body)
         if kind == 67 and raw[5] == 83:  # Close statement
             name = raw[6:-1].decode("utf-8", "surrogateescape")
@@ -216,9 +198,9 @@ class _Client:
             assert isinstance(query, m.Query)
             self.effects(server, query.sql)
             server.unnamed = None
-        ends = _ENDS.get(kind)
+        ends = q.ENDS.get(kind)
         if ends is not None:
-            pending.append((ends, _FORWARD, None))
+            pending.append((ends, q.FORWARD, None))
         elif kind not in (72, 100, 99, 102):  # Flush, CopyData, CopyDone, CopyFail
             raise PgProtocolError(f"unexpected {chr(kind)!r} message from the client")
         return raw
@@ -229,13 +211,13 @@ class _Client:
         self.effects(server, message.sql)
         if not message.name:
             self.unnamed = server.unnamed = key
-            self.pending.append((_ENDS[80], _FORWARD, None))
+            self.pending.append((q.ENDS[80], q.FORWARD, None))
             return message.encode()
         self.statements[message.name] = key
         if not self.keep:  # prepared unnamed, for this transaction only
             server.unnamed = key
             self.pool.parse_forwarded += 1
-            self.pending.append((_ENDS[80], _FORWARD, None))
+            self.pending.append((q.ENDS[80], q.FORWARD, None))
             return m.Parse("", message.sql, message.param_types).encode()
         known = server.statements.get(key)
         if known is not None:
@@ -244,7 +226,7 @@ class _Client:
             return b""
         self.pool.parse_forwarded += 1
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_FORWARD, known))
+        self.pending.append((q.ENDS[80], q.PARSE_FORWARD, known))
         return m.Parse(known.name, message.sql, message.param_types).encode()
 
     def ensure(self, server: PooledServer, name: str) -> tuple[bytes, str] | None:
@@ -253,7 +235,7 @@ class _Client:
             if self.unnamed is None or server.unnamed == self.unnamed:
                 return b"", ""
             server.unnamed = unnamed = self.unnamed
-            self.pending.append((_ENDS[80], _DROP, None))
+            self.pending.append((q.ENDS[80], q.DROP, None))
             return m.Parse("", unnamed[0], unnamed[1]).encode(), ""
         key = self.statements.get(name)
         if key is None:
@@ -263,19 +245,19 @@ class _Client:
             if server.unnamed == key:
                 return b"", ""
             server.unnamed = key
-            self.pending.append((_ENDS[80], _DROP, None))
+            self.pending.append((q.ENDS[80], q.DROP, None))
             return m.Parse("", key[0], key[1]).encode(), ""
         known = server.statements.get(key)
         if known is not None:
             return b"", known.name
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_DROP, known))
+        self.pending.append((q.ENDS[80], q.PARSE_DROP, known))
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
 
     def synthetic(self, data: bytes) -> None:
         """Queue a locally made answer; it goes out once every answer before it has (merged
         into the same write as the server's next answers when there are any)."""
-        self.pending.append((_NEVER, _SYNTHETIC, data))
+        self.pending.append((q.NEVER, q.SYNTHETIC, data))
 
     def effects(self, server: PooledServer, sql: str) -> None:
         found = analyze(sql)
@@ -346,10 +328,10 @@ class _Client:
         pending = self.pending
         parser = server.parser
         while True:
-            if pending and pending[0][1] == _SYNTHETIC:
+            if pending and pending[0][1] == q.SYNTHETIC:
                 out.extend(self.leading_synthetic())
             entry = pending[0] if pending else None
-            passed, frame = parser.scan(_STOPS[entry[0]] if entry is not None else _STOP_IDLE)
+            passed, frame = parser.scan(q.STOPS[entry[0]] if entry is not None else q.STOP_IDLE)
             if passed:
                 out.append(passed)
             if frame is None:
@@ -360,12 +342,12 @@ class _Client:
                 action, data = entry[1], entry[2]
                 if isinstance(data, ServerStatement):
                     data.ready = True
-                if action in (_FORWARD, _PARSE_FORWARD):
+                if action in (q.FORWARD, q.PARSE_FORWARD):
                     out.append(raw)
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
                 continue
-            if kind == 69 and entry is not None and entry[0] is not _ENDS_Z:  # ErrorResponse
+            if kind == 69 and entry is not None and entry[0] is not q.ENDS_Z:  # ErrorResponse
                 self.skip_to_sync(server)
             elif kind == 83:  # ParameterStatus
                 status = decode_backend(frame)
@@ -389,7 +371,7 @@ class _Client:
     def skip_to_sync(self, server: PooledServer) -> None:
         """After an error the server ignores messages up to Sync; so do their entries."""
         pending = self.pending
-        while pending and pending[0][0] is not _ENDS_Z:
+        while pending and pending[0][0] is not q.ENDS_Z:
             statement = pending.popleft()[2]
             if (
                 isinstance(statement, ServerStatement)
