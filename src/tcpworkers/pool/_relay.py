@@ -132,8 +132,13 @@ class _Client:
         pending = self.pending
         while pending and pending[0][1] == q.SYNTHETIC:
             data = pending.popleft()[2]
-            assert isinstance(data, bytes)
-            out.append(data)
+            if isinstance(data, q.Closed):
+                out.append(_CLOSE_COMPLETE)
+            elif isinstance(data, q.Parsed):
+                out.append(_PARSE_COMPLETE)
+            else:
+                assert isinstance(data, bytes)
+                out.append(data)
         return out
 
     async def bind(self, kind: int) -> PooledServer | None:
@@ -189,15 +194,16 @@ class _Client:
         if kind == 67 and raw[5] == 83:  # Close statement
             name = raw[6:-1].decode("utf-8", "surrogateescape")
             if name:
-                self.statements.pop(name, None)
-                self.synthetic(_CLOSE_COMPLETE)
+                self.pending.append(
+                    (q.NEVER, q.SYNTHETIC, q.Closed(name, self.statements.pop(name, None)))
+                )
                 return b""
             self.unnamed = server.unnamed = None
         elif kind == 81:  # Query
             query = decode_frontend(frame)
             assert isinstance(query, m.Query)
             self.effects(server, query.sql)
-            server.unnamed = None
+            self.unnamed = server.unnamed = None  # a simple Query destroys the unnamed statement
         ends = q.ENDS.get(kind)
         if ends is not None:
             pending.append((ends, q.FORWARD, None))
@@ -210,32 +216,41 @@ class _Client:
         key = (message.sql, message.param_types)
         self.effects(server, message.sql)
         if not message.name:
-            self.unnamed = server.unnamed = key
-            self.pending.append((q.ENDS[80], q.FORWARD, None))
+            previous, self.unnamed = self.unnamed, key
+            server.unnamed = key
+            self.pending.append((q.ENDS[80], q.UNNAMED, previous))
             return message.encode()
         self.statements[message.name] = key
-        if not self.keep:  # prepared unnamed, for this transaction only
+        known = server.statements.get(key) if self.keep else None
+        if known is not None and self.txn_status != "E" and self.settled():
+            self.pool.parse_saved += 1  # the answer PostgreSQL would give, without asking it
+            self.pending.append((q.NEVER, q.SYNTHETIC, q.Parsed(message.name, key)))
+            return b""
+        if known is not None or not self.keep:
+            # Prepared unnamed: for this transaction only (prepared_statements=False), or so
+            # that the server answers (an aborted transaction refuses even a Parse).
             server.unnamed = key
             self.pool.parse_forwarded += 1
-            self.pending.append((q.ENDS[80], q.FORWARD, None))
+            self.pending.append((q.ENDS[80], q.UNNAMED_AS, q.Parsed(message.name, key)))
             return m.Parse("", message.sql, message.param_types).encode()
-        known = server.statements.get(key)
-        if known is not None:
-            self.pool.parse_saved += 1
-            self.synthetic(_PARSE_COMPLETE)
-            return b""
         self.pool.parse_forwarded += 1
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((q.ENDS[80], q.PARSE_FORWARD, known))
+        self.pending.append((q.ENDS[80], q.PARSE_FORWARD, q.Parsed(message.name, key, known)))
         return m.Parse(known.name, message.sql, message.param_types).encode()
 
     def ensure(self, server: PooledServer, name: str) -> tuple[bytes, str] | None:
         """(a Parse to inject first or b"", the server's name) for client statement ``name``."""
         if not name:
-            if self.unnamed is None or server.unnamed == self.unnamed:
+            if self.unnamed is None:  # the client has none; the server may hold one of ours
+                if server.unnamed is None:
+                    return b"", ""
+                server.unnamed = None
+                self.pending.append((q.ENDS[67], q.DROP, None))
+                return m.Close("S", "").encode(), ""
+            if server.unnamed == self.unnamed:
                 return b"", ""
             server.unnamed = unnamed = self.unnamed
-            self.pending.append((q.ENDS[80], q.DROP, None))
+            self.pending.append((q.ENDS[80], q.UNNAMED_DROP, None))
             return m.Parse("", unnamed[0], unnamed[1]).encode(), ""
         key = self.statements.get(name)
         if key is None:
@@ -245,7 +260,7 @@ class _Client:
             if server.unnamed == key:
                 return b"", ""
             server.unnamed = key
-            self.pending.append((q.ENDS[80], q.DROP, None))
+            self.pending.append((q.ENDS[80], q.UNNAMED_DROP, None))
             return m.Parse("", key[0], key[1]).encode(), ""
         known = server.statements.get(key)
         if known is not None:
@@ -253,6 +268,10 @@ class _Client:
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
         self.pending.append((q.ENDS[80], q.PARSE_DROP, known))
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
+
+    def settled(self) -> bool:
+        """Nothing sent is still unanswered: ``txn_status`` is the server's current one."""
+        return all(entry[1] == q.SYNTHETIC for entry in self.pending)
 
     def synthetic(self, data: bytes) -> None:
         """Queue a locally made answer; it goes out once every answer before it has (merged
@@ -340,9 +359,11 @@ class _Client:
             if entry is not None and kind in entry[0]:
                 pending.popleft()
                 action, data = entry[1], entry[2]
+                if isinstance(data, q.Parsed):
+                    data = data.statement
                 if isinstance(data, ServerStatement):
                     data.ready = True
-                if action in (q.FORWARD, q.PARSE_FORWARD):
+                if action in q.FORWARDED:
                     out.append(raw)
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
@@ -369,10 +390,24 @@ class _Client:
             self.pin(server, "parameter_status")
 
     def skip_to_sync(self, server: PooledServer) -> None:
-        """After an error the server ignores messages up to Sync; so do their entries."""
-        pending = self.pending
-        while pending and pending[0][0] is not q.ENDS_Z:
-            statement = pending.popleft()[2]
+        """After an error the server ignores messages up to Sync: drop their entries and undo,
+        newest first, what routing them assumed (the first one is the message that failed)."""
+        pending, skipped = self.pending, []
+        while pending and pending[0][0] is not q.ENDS_SYNC:
+            skipped.append(pending.popleft())
+        for index in range(len(skipped) - 1, -1, -1):
+            _, action, statement = skipped[index]
+            if isinstance(statement, q.Parsed):  # PostgreSQL has no such statement after all
+                if self.statements.get(statement.name) == statement.key:
+                    del self.statements[statement.name]
+                statement = statement.statement
+            elif isinstance(statement, q.Closed) and statement.key is not None:
+                self.statements[statement.name] = statement.key  # the Close never ran
+            if action in (q.UNNAMED, q.UNNAMED_AS, q.UNNAMED_DROP):
+                server.unnamed = None  # failed or skipped: its content is unknown now
+                if action == q.UNNAMED:  # a failed Parse drops the old one, a skipped one not
+                    kept = index and isinstance(statement, tuple)
+                    self.unnamed = statement if kept else None  # type: ignore[assignment]
             if (
                 isinstance(statement, ServerStatement)
                 and server.statements.get(statement.key) is statement
