@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
@@ -59,13 +60,16 @@ __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"
 class _TrackedConnection:
     """One driver connection as its request scope sees it (a ``ScopedResource``)."""
 
+    opened_by_driver = True  # named in the scope's warning when the request leaves it open
+
     def __init__(self, scope: RequestScope, description: str) -> None:
         self.scope = scope
         self.description = description
         self.transport: asyncio.BaseTransport | None = None
         self.bytes_in = 0
-        self.bytes_out = 0  # writes go straight to the transport, which the gate does not wrap
+        self.bytes_out = 0  # counted by the CountedTransport the driver writes to
         self._lost = asyncio.get_running_loop().create_future()
+        self._view: CountedTransport | None = None
 
     def describe(self) -> str:
         return self.description
@@ -107,6 +111,12 @@ class _TrackedConnection:
             cast(asyncio.Transport, self.transport).abort()
         self.on_lost()
 
+    def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
+        """The transport the driver sees (see ``_counting.py``), one per loop transport."""
+        if self._view is None or self._view.wrapped is not transport:
+            self._view = CountedTransport(transport, self)
+        return self._view
+
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         if isinstance(protocol, asyncio.BufferedProtocol):
             return _BufferedProxy(protocol, self)
@@ -120,9 +130,13 @@ class _ProxyBase:
         self._app = app
         self._conn = conn
 
+    @property
+    def _tcpworkers_app(self) -> Any:
+        return self._app
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._conn.transport = transport
-        self._app.connection_made(transport)
+        self._app.connection_made(self._conn.view(transport))
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -255,7 +269,7 @@ class GateMixin(EntryPointsMixin):
             raise
         finally:
             scope.record_connect(time.perf_counter() - started)
-        return transport, cast(_ProxyBase, protocol)._app
+        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
         self,
@@ -302,7 +316,7 @@ class GateMixin(EntryPointsMixin):
         except BaseException:
             scope.release(conn)
             raise
-        return transport, cast(_ProxyBase, protocol)._app
+        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
 
     async def start_tls(  # type: ignore[no-untyped-def]
         self,
@@ -312,16 +326,18 @@ class GateMixin(EntryPointsMixin):
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
+        if isinstance(transport, CountedTransport):
+            transport = transport.wrapped  # the base loop takes only its own transports
         proxy = transport.get_protocol()
         if not isinstance(proxy, _ProxyBase):
             return await base.start_tls(transport, protocol, sslcontext, **kwargs)
         conn = proxy._conn
-        if isinstance(protocol, _ProxyBase):
-            protocol = protocol._app
+        protocol = unwrap_protocol(protocol)
         tls_transport = await base.start_tls(transport, conn.wrap(protocol), sslcontext, **kwargs)
-        if tls_transport is not None:
-            conn.transport = tls_transport
-        return tls_transport
+        if tls_transport is None:
+            return None
+        conn.transport = tls_transport
+        return conn.view(tls_transport)
 
 
 async def _on_given_socket(
