@@ -1,5 +1,10 @@
 """One typed configuration, resolved once: ``tcpworkers.toml`` plus command-line flags.
 
+Size: over the ~450-line guideline on purpose: this is the one reader of one file format, and
+each key's check sits next to the others of its section with the shared reader that words every
+error the same way (file, key, value, what was expected); splitting it by section would scatter
+that reader.
+
 The file lives next to the worker (or is named with ``--config``). Every section is optional::
 
     worker = "worker.py"          # used when the command line names no worker
