@@ -27,9 +27,8 @@ __all__ = ["DEFAULT_READ_SIZE", "ReadableStream", "WritableStream"]
 DEFAULT_READ_SIZE: Final = 65536
 
 
-@final
-class ReadableStream:
-    """The receiving half of a :class:`Socket`."""
+class _Half:
+    """What both halves have: their socket, and the flag that one task is using this half."""
 
     __slots__ = ("_busy", "_socket")
 
@@ -39,8 +38,15 @@ class ReadableStream:
 
     @property
     def busy(self) -> bool:
-        """True while a read is in progress."""
+        """True while a task is reading (or writing: waiting for the connection or a drain)."""
         return self._busy
+
+
+@final
+class ReadableStream(_Half):
+    """The receiving half of a :class:`Socket`."""
+
+    __slots__ = ()
 
     async def read(self, max_bytes: int = DEFAULT_READ_SIZE) -> bytes:
         """Return up to ``max_bytes`` received bytes, waiting for at least one.
@@ -157,19 +163,10 @@ class ReadableStream:
 
 
 @final
-class WritableStream:
+class WritableStream(_Half):
     """The sending half of a :class:`Socket`."""
 
-    __slots__ = ("_busy", "_socket")
-
-    def __init__(self, socket: Socket) -> None:
-        self._socket = socket
-        self._busy = False
-
-    @property
-    def busy(self) -> bool:
-        """True while a write waits (for the connection, or for the peer to drain)."""
-        return self._busy
+    __slots__ = ()
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` for sending; wait while more than ``high_water_mark`` is unsent.
