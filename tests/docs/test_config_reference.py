@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpworkers.egress import _policy
+from tcpworkers.egress import _rules
 from tcpworkers.runtime import _config as config_module
 from tcpworkers.runtime._config import Config, load_config
 from tcpworkers.runtime._config_schema import SCHEMA, render_markdown, section_keys
@@ -110,7 +110,7 @@ def test_the_loader_knows_exactly_the_documented_keys() -> None:
     }
     assert set(config_module._LIMITS_KEYS) == set(section_keys("limits"))
     assert set(config_module._SERVER_KEYS) == set(section_keys("server"))
-    assert set(_policy._CONFIG_KEYS) == {"preset", *section_keys("egress")}
+    assert set(_rules.CONFIG_KEYS) == {"preset", *section_keys("egress")}
 
 
 def test_an_unknown_key_is_refused_so_the_reference_is_complete(tmp_path: Path) -> None:
