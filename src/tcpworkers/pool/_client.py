@@ -57,6 +57,7 @@ class RelayClient:
         self.skipping = False  # after a local error: drop messages up to Sync
         self.boundary = True  # the last thing the server said ended a transaction (RFQ 'I')
         self.gone = False
+        self.said_fatal = False  # the server sent FATAL: it is closing this session
         self.keep = pool.settings.prepared_statements  # False: unnamed statements only
 
     def move(self, event: Event) -> None:
@@ -294,13 +295,9 @@ class RelayClient:
             self.server = self.task = None
             self.pending.clear()
             self.pool.discard(server, "broken")
-            self.writer.write(
-                fatal(
-                    "08006",
-                    f"pool binding {self.pool.name!r}: the server "
-                    f"connection was lost ({exc}); reconnect and retry",
-                )
-            )
+            if not self.said_fatal:  # one FATAL per session, as PostgreSQL sends
+                lost = f"the server connection was lost ({exc}); reconnect and retry"
+                self.writer.write(fatal("08006", f"pool binding {self.pool.name!r}: {lost}"))
             self.hang_up()
 
     async def client_drain(self) -> None:
@@ -345,8 +342,13 @@ class RelayClient:
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
                 continue
-            if kind == 69 and entry is not None and entry[0] is not q.ENDS_Z:  # ErrorResponse
-                self.skip_to_sync(server)
+            if kind == 69:  # ErrorResponse
+                error = decode_backend(frame)
+                assert isinstance(error, m.ErrorResponse)
+                if error.get("S") in ("FATAL", "PANIC"):
+                    self.said_fatal = True  # the server ends the session: nothing to add to it
+                elif entry is not None and entry[0] is not q.ENDS_Z:
+                    self.skip_to_sync(server)
             elif kind == 83:  # ParameterStatus
                 status = decode_backend(frame)
                 assert isinstance(status, m.ParameterStatus)
