@@ -30,7 +30,8 @@ async def fetch(request: Request, env: Env, ctx: ExecutionContext) -> Response:
         return Response(f"{env.GREETING}, {name}!\\n")
     if request.path == "/tcp":
         # An outbound TCP connection: checked by [egress], owned by this request and closed
-        # when it ends. Try it with `tcpworkers dev --var ECHO=127.0.0.1:9001` and an echo server.
+        # when it ends. Try it with an echo server on 127.0.0.1:9001 running:
+        # `python -m tcpworkers.testing peers` (ECHO in [vars] or --var picks another).
         sock = connect(str(env.get("ECHO", "127.0.0.1:9001")))
         await sock.writable.write(b"ping\\n")
         return Response(await sock.readable.readuntil(b"\\n"))
