@@ -35,6 +35,9 @@ DIRECTORY_TIERS: Final = {
     "drivers": "integration",
     "pool": "integration",
     "binding": "integration",
+    "localpg": "integration",
+    "demo": "integration",
+    "docs": "integration",
 }
 
 # Files whose tier differs from their directory's, for files that do not mark themselves

@@ -45,6 +45,7 @@ from tcpworkers.config import (
 from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._devloop import reloader_class
 from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
+from tcpworkers.runtime._frontdoor import front_door
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp
 from tcpworkers.runtime._scaffold import init_project
@@ -484,7 +485,7 @@ def _serve(config: Config, shown: str) -> int:
         host=server_settings.host,
         port=port,
         loop=GATED_LOOP,
-        http="httptools",
+        http=front_door(config.runtime.limits),  # httptools with the front door's bounds
         lifespan="on",
         interface="asgi3",
         log_config=log_config(server_settings.log_format, quiet=config.mode == "dev"),
