@@ -186,6 +186,40 @@ SCHEMA: Final = (
                 "No limit when unset.",
                 "60",
             ),
+            ConfigKey(
+                "limits.max_header_size",
+                "positive integer (bytes)",
+                "65536",
+                "65536",
+                "Bytes a request line and its headers may take together; more is answered 431.",
+                "65536",
+            ),
+            ConfigKey(
+                "limits.max_headers",
+                "positive integer",
+                "100",
+                "100",
+                "Header lines one request may have; more is answered 431.",
+                "100",
+            ),
+            ConfigKey(
+                "limits.header_timeout",
+                "positive number of seconds",
+                "10.0",
+                "10.0",
+                "Seconds a client has to send a complete request head (from the connection's "
+                "start or the request's first byte); then 408 and the connection is closed.",
+                "10",
+            ),
+            ConfigKey(
+                "limits.max_connections",
+                "positive integer",
+                "1000",
+                "1000",
+                "Client connections one server process holds open at once; more are answered "
+                "503 and closed. Raise the file descriptor limit (`ulimit -n`) with it.",
+                "1000",
+            ),
         ),
     ),
     Section(
