@@ -45,8 +45,6 @@ _NAMED_EXAMPLES: Final = {
         "# A Postgres pool binding: drivers connect to env.DB.connection_string and share warm",
         "# server connections across requests.",
         "# [bindings.DB]",
-        '# type = "postgres"',
-        '# url = "postgresql://app@127.0.0.1:5432/app"',
     ],
 }
 
@@ -67,6 +65,8 @@ def config_template(worker: str = WORKER_FILE) -> str:
             if section.table == "secrets":
                 lines.append("[secrets]")
             lines += _NAMED_EXAMPLES[section.table]
+            if section.table == "bindings.NAME":
+                lines += [_commented(key) for key in section.keys]
             lines.append("")
             continue
         lines.append(f"[{section.table}]")
@@ -80,6 +80,12 @@ def config_template(worker: str = WORKER_FILE) -> str:
 
 
 def _commented(key: ConfigKey) -> str:
+    if key.name in ("type", "url"):
+        return f"# {key.name} = {key.example}"
+    if key.name == "url_secret":
+        return f"# {key.name} = {key.example}   # instead of url: a [secrets] name"
+    if key.name == "password_secret":
+        return f"# {key.name} = {key.example}   # the password, from [secrets]"
     if key.dev is None and key.serve is None:
         return f"# {key.name} = {key.example}   # default: none"
     value = f"# {key.name} = {key.dev}"
