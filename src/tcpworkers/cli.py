@@ -291,7 +291,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(config, args.worker)
     logging.config.dictConfig(log_config(config.server.log_format, quiet=mode == "dev"))
     os.environ.update(_launch_environ(mode, args, overrides))
-    return _serve(config, args.worker or config.worker)
+    return _serve(config, args.worker or _shown_worker(config.worker))
+
+
+def _shown_worker(spec: str) -> str:
+    """A worker named by the config file, as messages show it (relative to the current
+    directory when it is below it)."""
+    named = worker_path(spec)
+    if named is None:
+        return spec
+    head, sep, attr = spec.rpartition(":")
+    suffix = f":{attr}" if sep and attr.isidentifier() and worker_path(head) is not None else ""
+    return display_path(named) + suffix
 
 
 def _launch_environ(mode: Mode, args: argparse.Namespace, overrides: Overrides) -> dict[str, str]:

@@ -174,7 +174,7 @@ def format_folded(exc: BaseException, redact: Redact = str) -> str:
     """``exc`` as a traceback with the user's frames first and the runtime's folded into one
     line per exception; the full traceback when no frame is the user's."""
     parts = explain(exc, redact)
-    if not any(part.user_frames for part in parts):
+    if not _has_user_code(exc, parts):
         return redact("".join(traceback.format_exception(exc))).rstrip("\n")
     lines: list[str] = []
     for part in parts:
@@ -198,6 +198,18 @@ def format_folded(exc: BaseException, redact: Redact = str) -> str:
         if folded:
             lines.append(f"  (runtime: {_fold_summary(folded)})")
     return "\n".join(lines)
+
+
+def _has_user_code(exc: BaseException, parts: Sequence[ErrorPart]) -> bool:
+    """Whether folding helps: a frame is the user's, or the error is a syntax error in a user
+    file (its summary shows the file, line and caret; every frame is the import machinery)."""
+    if any(part.user_frames for part in parts):
+        return True
+    return (
+        isinstance(exc, SyntaxError)
+        and bool(exc.filename)
+        and not is_runtime_file(str(exc.filename))
+    )
 
 
 def _fold_summary(frames: Sequence[Frame]) -> str:
@@ -317,7 +329,7 @@ def _html_page(
 ) -> str:
     esc = html.escape
     parts = explain(exc, redact)
-    fold = any(part.user_frames for part in parts)
+    fold = _has_user_code(exc, parts)
     body = [f"<h1>{esc(redact(title))}</h1>"]
     if hint:
         body.append(f"<p>{esc(hint)}</p>")
