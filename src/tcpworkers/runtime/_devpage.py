@@ -300,7 +300,7 @@ def _text_page(
         if sockets:
             out += [f"  {redact(s.what)}  out={s.bytes_out}B in={s.bytes_in}B" for s in sockets]
         else:
-            out.append("  none open")
+            out.append("  none")
         if summary:
             out.append(f"  {summary}")
     return "\n".join(out) + "\n"
@@ -313,7 +313,8 @@ pre{background:#f6f6f6;padding:.6em .8em;overflow-x:auto;border-radius:4px}
 .frame{margin:.4em 0}.file{font-family:monospace;color:#555}
 .code{font-family:monospace;white-space:pre;background:#f6f6f6;padding:.3em .6em;display:block}
 .hl{background:#ffe7a3}table{border-collapse:collapse}
-td,th{border-bottom:1px solid #ddd;padding:.2em .8em;text-align:left;font-family:monospace}
+td,th{border-bottom:1px solid #ddd;padding:.2em .8em;text-align:left;font-family:monospace;
+vertical-align:top}td{word-break:break-all}th{white-space:nowrap}
 details{margin:.6em 0}summary{cursor:pointer;color:#555}.lead{color:#555;font-style:italic}
 """
 
@@ -367,7 +368,7 @@ def _html_page(
             ]
             body.append("</table>")
         else:
-            body.append("<p>none open</p>")
+            body.append("<p>none</p>")
         if summary:
             body.append(f"<p>{esc(summary)}</p>")
     return (
