@@ -45,6 +45,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamServerError",
+    "UnmanagedSocketError",
 ]
 
 
@@ -268,3 +269,11 @@ class UpstreamAuthError(UpstreamError):
 class UpstreamServerError(UpstreamError):
     """The server answered the startup with an ErrorResponse (no such database, too many
     connections, shutting down...)."""
+
+
+# -- drivers through the gate (issue 11) --------------------------------------------------------
+
+
+class UnmanagedSocketError(ConnectNotAllowedError):
+    """Inside a request, a driver waited on a network socket it opened itself (libpq under
+    psycopg 3), which the gate cannot check, count or close: use the pool binding instead."""

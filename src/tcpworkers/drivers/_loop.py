@@ -36,18 +36,25 @@ import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVarTuple, Unpack, cast
 
+from tcpworkers.drivers._companions import is_cancel_request, remember_socket, same_socket_as
+from tcpworkers.drivers._unmanaged import check_unmanaged_fd
 from tcpworkers.egress._scope import (
     RequestScope,
     check_connections_allowed,
     current_scope,
     use_scope,
 )
-from tcpworkers.errors import EgressDeniedError
+from tcpworkers.errors import EgressDeniedError, UnmanagedSocketError
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]
 
@@ -193,9 +200,16 @@ class GateMixin:
             )
         for option in _DIAL_OPTIONS:
             kwargs.pop(option, None)
-        where = format_hostport(str(host), int(port or 0)) if sock is None else "a given socket"
+        previous = None if sock is None else same_socket_as(scope, sock)
+        where = format_hostport(str(host), int(port or 0)) if sock is None else _peer(sock)
         conn = _TrackedConnection(scope, f"connection to {where} (driver)")
-        await scope.acquire(conn)
+        if previous is not None:
+            # The driver re-connects the socket it just closed, now with TLS (the MySQL
+            # drivers' upgrade): the same connection keeps its slot and its count.
+            conn.bytes_in = previous.bytes_in
+            scope.hand_over(previous, conn)
+        else:
+            await _take_slot(scope, conn)
         started = time.perf_counter()
         try:
             if ssl and server_hostname is None:
@@ -203,7 +217,7 @@ class GateMixin:
             address: tuple[str, int] | None = None
             if sock is None:
                 sock, address = await _dial(scope, str(host), int(port or 0), family)
-            else:
+            elif previous is None:
                 _check_given_socket(scope, sock)
             if address is not None:
                 # One permitted address: the base loop connects to that IP literal itself
@@ -230,6 +244,7 @@ class GateMixin:
             raise
         finally:
             scope.record_connect(time.perf_counter() - started)
+        remember_socket(scope, transport.get_extra_info("socket"), conn)
         return transport, cast(_ProxyBase, protocol)._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
@@ -250,7 +265,7 @@ class GateMixin:
                 f"could not connect to {path}: denied by the egress policy ({decision.reason})"
             )
         conn = _TrackedConnection(scope, f"connection to unix:{path} (driver)")
-        await scope.acquire(conn)
+        await _take_slot(scope, conn)
         try:
             transport, protocol = await base.create_unix_connection(
                 lambda: conn.wrap(protocol_factory()), path, **kwargs
@@ -259,6 +274,34 @@ class GateMixin:
             scope.release(conn)
             raise
         return transport, cast(_ProxyBase, protocol)._app
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        """Inside a request: connect only to an address the policy permits (aiohttp's happy
+        eyeballs connects its own sockets this way, then hands them to create_connection)."""
+        base: Any = super()  # the event loop class this mixin is combined with
+        check_connections_allowed()
+        scope = current_scope()
+        if scope is not None:
+            address = await _check_sock_connect(scope, sock, address)
+        await base.sock_connect(sock, address)
+
+    def add_reader(
+        self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts
+    ) -> None:
+        base: Any = super()
+        scope = current_scope()
+        if scope is not None:
+            _refuse_unmanaged(scope, fd)
+        base.add_reader(fd, callback, *args)
+
+    def add_writer(
+        self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts
+    ) -> None:
+        base: Any = super()
+        scope = current_scope()
+        if scope is not None:
+            _refuse_unmanaged(scope, fd)
+        base.add_writer(fd, callback, *args)
 
     async def start_tls(  # type: ignore[no-untyped-def]
         self,
@@ -292,6 +335,54 @@ async def _dial(
     if len(targets) == 1 and dialer.connect is system_connect:
         return None, (targets[0].ip, targets[0].sockaddr[1])
     return await dialer.connect_first(targets), None
+
+
+async def _take_slot(scope: RequestScope, conn: _TrackedConnection) -> None:
+    """Wait for a slot, except for a query cancellation, admitted at once (see _companions)."""
+    if is_cancel_request():
+        conn.description += " (query cancellation)"
+        scope.admit(conn)
+    else:
+        await scope.acquire(conn)
+
+
+def _refuse_unmanaged(scope: RequestScope, fd: Any) -> None:
+    try:
+        check_unmanaged_fd(fd, scope.label)
+    except UnmanagedSocketError:
+        scope.record_denial()
+        raise
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "a given socket"
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{peer}"
+    return format_hostport(peer[0], peer[1])
+
+
+async def _check_sock_connect(scope: RequestScope, sock: socket.socket, address: Any) -> Any:
+    """Decide a ``sock_connect`` target; return the (resolved, permitted) address to use."""
+    if sock.family == socket.AF_UNIX:
+        decision = scope.policy.decide_unix(str(address))
+        if not decision.allowed:
+            scope.record_denial()
+            raise EgressDeniedError(
+                f"could not connect to {address}: denied by the egress policy ({decision.reason})"
+            )
+        return address
+    host, port = str(address[0]), int(address[1])
+    targets = await permitted_targets(current_dialer(), scope.policy, host, port, scope)
+    same_family = [t for t in targets if t.family == sock.family]
+    if not same_family:
+        raise EgressDeniedError(
+            f"could not connect to {format_hostport(host, port)}: no permitted address of the "
+            "socket's address family"
+        )
+    return same_family[0].sockaddr
 
 
 def _check_given_socket(scope: RequestScope, sock: socket.socket) -> None:

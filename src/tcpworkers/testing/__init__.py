@@ -75,7 +75,6 @@ __all__ = [
     "FaultKind",
     "FaultProxy",
     "PgBouncer",
-
     "LocalMariaDB",
     "LocalRedis",
     "ServerConnection",
