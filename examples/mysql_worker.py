@@ -41,7 +41,7 @@ def connect_args(url: str, ca_file: str | None) -> dict[str, Any]:
     """asyncmy.connect() keyword arguments for a ``mysql://`` URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
-        raise ValueError(f"MYSQL_URL must look like mysql://user:password@host:3306/db, got {url!r}")
+        raise ValueError(f"MYSQL_URL must look like mysql://user:pw@host:3306/db, got {url!r}")
     args: dict[str, Any] = {
         "host": parts.hostname,
         "port": parts.port or 3306,
