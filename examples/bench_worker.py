@@ -6,7 +6,11 @@ Routes:
 - ``GET /echo?size=N``: ``connect()`` to the echo server, write N bytes, read the N bytes it sends
   back, close, and answer with the count;
 - ``GET /blast?mib=N``: ``connect()`` to the blast server, send ``N\\n``, and answer with
-  ``Response(sock.readable)``: the N MiB the server sends are streamed straight to the client.
+  ``Response(sock.readable)``: the N MiB the server sends are streamed straight to the client;
+- ``GET /pg``: a new asyncpg connection to the ``env.DB`` pool binding, ``SELECT 1``, close (the
+  serverless pattern the binding makes cheap); ``/pg?via=direct`` does the same straight to
+  the URL in ``PG_DIRECT_URL``, ``/pg?via=pgbouncer`` to ``PGBOUNCER_URL`` (with asyncpg's
+  statement cache off, as PgBouncer 1.18 needs).
 
 The servers are expected on 127.0.0.1, the echo server on port 9001 and the blast server on port
 9002; ``ECHO_PORT`` and ``BLAST_PORT`` (``[vars]`` or ``--var``) choose other ports. Run it::
@@ -56,7 +60,31 @@ async def fetch(request: Request, env: Env, ctx: ExecutionContext) -> Response:
         sock = connect((HOST, _port(env, "BLAST_PORT", DEFAULT_BLAST_PORT)))
         await sock.writable.write(f"{mib}\n".encode())
         return Response(sock.readable, headers={"content-type": "application/octet-stream"})
-    return Response("not found: try /hello, /echo?size=64 or /blast?mib=1", status=404)
+    if request.path == "/pg":
+        return Response(str(await select_one(env, request.query.get("via", "binding"))))
+    return Response("not found: try /hello, /echo?size=64, /blast?mib=1 or /pg", status=404)
+
+
+async def select_one(env: Env, via: str) -> int:
+    """A new asyncpg connection per request, ``SELECT 1``, close: through the binding
+    (``via=binding``), straight to PostgreSQL (``direct``) or through PgBouncer (``pgbouncer``)."""
+    import asyncpg  # only the /pg route needs it
+
+    options: dict[str, int] = {}
+    if via == "binding":
+        dsn = env.DB.connection_string
+    elif via == "direct":
+        dsn = env.PG_DIRECT_URL
+    elif via == "pgbouncer":
+        dsn, options = env.PGBOUNCER_URL, {"statement_cache_size": 0}
+    else:
+        raise ValueError(f"via must be binding, direct or pgbouncer, not {via!r}")
+    conn = await asyncpg.connect(dsn, **options)
+    try:
+        value: int = await conn.fetchval("SELECT 1")
+        return value
+    finally:
+        await conn.close()
 
 
 async def echo(port: int, size: int) -> int:

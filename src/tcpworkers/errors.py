@@ -26,9 +26,11 @@ __all__ = [
     "FetchError",
     "FetchTimeoutError",
     "IncompleteReadError",
+    "LocalPostgresError",
     "PgProtocolError",
     "PoolClosedError",
     "PoolError",
+    "PoolStateError",
     "PoolTimeoutError",
     "ReadLimitError",
     "ScopeClosedError",
@@ -229,6 +231,10 @@ class PoolClosedError(PoolError):
     """The pool was closed; no more server connections are handed out."""
 
 
+class PoolStateError(PoolError, RuntimeError):
+    """A pooler bug: a connection was asked to make a state transition its table forbids."""
+
+
 # -- Postgres pool binding: connection strings and server (upstream) connections --------------
 # Raised by tcpworkers.pool's _dsn.py and _upstream.py. Upstream errors are ConnectionErrors
 # (so OSError): code that handles "the database is unreachable" keeps working.
@@ -269,6 +275,16 @@ class UpstreamAuthError(UpstreamError):
 class UpstreamServerError(UpstreamError):
     """The server answered the startup with an ErrorResponse (no such database, too many
     connections, shutting down...)."""
+
+
+# -- tcpworkers.localpg: the local PostgreSQL launcher (demo, tests)
+
+
+class LocalPostgresError(TcpworkersError):
+    """A local PostgreSQL cluster could not be initialised, started or stopped.
+
+    The message says which step failed, quotes the server's log, and what to do.
+    """
 
 
 # -- drivers through the gate (issue 11) --------------------------------------------------------

@@ -17,8 +17,9 @@ import uuid
 import psycopg
 import pytest
 
-from tcpworkers.drivers import register_local_endpoint, ungated
 from tcpworkers.egress import request_scope
+from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import UnmanagedSocketError
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable"
@@ -27,7 +28,7 @@ PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
 
 async def backends(application_name: str) -> int:
     """Server connections carrying ``application_name`` (asked outside any scope)."""
-    with ungated():
+    with trusted_connections():
         async with await psycopg.AsyncConnection.connect(DSN) as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
@@ -51,6 +52,7 @@ async def test_psycopg_inside_a_request_is_refused_before_it_logs_in(dsn: str) -
     async with request_scope(label="GET /report") as scope:
         with pytest.raises(UnmanagedSocketError) as info:
             await psycopg.AsyncConnection.connect(dsn, application_name=name)
+        assert scope.stats.sockets_denied == 1
     message = str(info.value)
     assert "GET /report" in message
     assert ":5432" in message
@@ -84,22 +86,25 @@ async def test_psycopg_connection_made_outside_cannot_be_used_inside() -> None:
 
 
 async def test_a_registered_local_endpoint_is_allowed() -> None:
-    """What the pool binding's libpq listener does: psycopg may connect to it in a request."""
-    unregister = register_local_endpoint(("127.0.0.1", 5432))
+    """What the pool binding's Unix socket is: psycopg may connect to it inside a request."""
+    if not os.path.exists(PG_SOCKET):  # noqa: ASYNC240 - a one-off check before the test
+        pytest.fail(f"PostgreSQL's Unix socket {PG_SOCKET} is missing (scripts/services)")
+    unix_dsn = "host=/var/run/postgresql user=postgres dbname=test"
+    register_local_endpoint(PG_SOCKET)
     try:
         async with (
             request_scope() as scope,
-            await psycopg.AsyncConnection.connect(DSN) as conn,
+            await psycopg.AsyncConnection.connect(unix_dsn) as conn,
         ):
             await conn.execute("SELECT pg_sleep(0.01)")
             cur = await conn.execute("SELECT 7")
             assert await cur.fetchone() == (7,)
-        assert scope.stats.sockets_opened == 0  # the binding counts its own connections
+        assert scope.stats.sockets_denied == 0
     finally:
-        unregister()
+        unregister_local_endpoint(PG_SOCKET)
     async with request_scope():
         with pytest.raises(UnmanagedSocketError):
-            await psycopg.AsyncConnection.connect(DSN)
+            await psycopg.AsyncConnection.connect(unix_dsn)
 
 
 async def test_in_process_and_non_stream_sockets_are_not_refused() -> None:

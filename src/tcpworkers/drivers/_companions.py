@@ -23,12 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import weakref
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from tcpworkers.egress._scope import RequestScope, ScopedResource
+from tcpworkers.sockets._address import format_hostport
 
-__all__ = ["CANCEL_TASKS", "is_cancel_request", "remember_socket", "same_socket_as"]
+__all__ = [
+    "CANCEL_TASKS",
+    "describe_peer",
+    "is_cancel_request",
+    "remember_socket",
+    "same_socket_as",
+    "take_slot",
+]
 
 # (module, qualified name) of coroutines that only ever open a connection to cancel a query.
 CANCEL_TASKS: Final = frozenset({("asyncpg.connection", "Connection._cancel")})
@@ -50,6 +59,30 @@ def is_cancel_request() -> bool:
     if code is None or frame is None:
         return False
     return (frame.f_globals.get("__name__"), code.co_qualname) in CANCEL_TASKS
+
+
+class _Described(ScopedResource, Protocol):
+    description: str
+
+
+async def take_slot(scope: RequestScope, conn: _Described) -> None:
+    """Wait for a slot, except for a query cancellation, which is admitted at once."""
+    if is_cancel_request():
+        conn.description += " (query cancellation)"
+        scope.admit(conn)
+    else:
+        await scope.acquire(conn)
+
+
+def describe_peer(sock: socket.socket) -> str:
+    """``127.0.0.1:5432`` or ``unix:/path`` for a connected socket a driver handed over."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "a given socket"
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{peer}"
+    return format_hostport(peer[0], peer[1])
 
 
 def _identity(sock: Any) -> int | None:

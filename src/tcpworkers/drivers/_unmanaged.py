@@ -14,9 +14,10 @@ connections itself, or an asyncio driver such as asyncpg. The check runs on the 
 libpq's TCP connect and before it has sent a byte (it waits for the socket to be writable first),
 so no start-up packet, password or query leaves.
 
-Exempt: sockets connected to an endpoint the runtime registered with
-:func:`register_local_endpoint` (the pool binding's listener for libpq), and in-process pairs
-(``socket.socketpair``: Unix sockets with no name). Outside any request scope nothing is
+Exempt: sockets connected to a local endpoint the runtime registered
+(``tcpworkers.egress._local``: the pool binding's Unix socket, which libpq can reach), in-process
+pairs (``socket.socketpair``: Unix sockets with no name), listeners, UDP and anything that is not
+a socket. Outside any request scope, and for the runtime's own trusted connections, nothing is
 checked: a plain asyncio program runs psycopg as usual.
 """
 
@@ -25,57 +26,51 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVarTuple
 
+from tcpworkers.egress._local import is_local_endpoint
+from tcpworkers.egress._scope import RequestScope, current_scope
+from tcpworkers.egress._trust import is_trusted
 from tcpworkers.errors import UnmanagedSocketError
 
-__all__ = ["check_unmanaged_fd", "register_local_endpoint"]
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
+__all__ = ["UnmanagedSocketsMixin", "check_unmanaged_fd"]
+
+_Ts = TypeVarTuple("_Ts")
 _STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
 
-_endpoints: dict[object, int] = {}  # endpoint -> registrations
-_lock = threading.Lock()
+
+class UnmanagedSocketsMixin:
+    """``add_reader``/``add_writer`` of the gated loop: refuse unmanaged sockets in requests."""
+
+    def add_reader(
+        self, fd: FileDescriptorLike, callback: Callable[[*_Ts], object], *args: *_Ts
+    ) -> None:
+        scope = current_scope()
+        if scope is not None and not is_trusted():
+            _refuse(scope, fd)
+        base: Any = super()  # the event loop class this mixin is combined with
+        base.add_reader(fd, callback, *args)
+
+    def add_writer(
+        self, fd: FileDescriptorLike, callback: Callable[[*_Ts], object], *args: *_Ts
+    ) -> None:
+        scope = current_scope()
+        if scope is not None and not is_trusted():
+            _refuse(scope, fd)
+        base: Any = super()
+        base.add_writer(fd, callback, *args)
 
 
-def _normalise(endpoint: str | tuple[str, int]) -> object:
-    if isinstance(endpoint, str):
-        return os.path.realpath(endpoint)
-    host, port = endpoint
-    return (host.lower(), int(port))
-
-
-def register_local_endpoint(endpoint: str | tuple[str, int]) -> Callable[[], None]:
-    """Let drivers that open their own sockets (libpq) reach ``endpoint`` inside requests.
-
-    For the runtime's own local listeners, such as the pool binding's socket for libpq: the
-    binding applies the policy and the limits to the server connections it makes itself.
-
-    Args:
-        endpoint: a Unix socket path, or ``(ip, port)`` of a loopback listener.
-
-    Returns:
-        A function that removes the registration (idempotent).
-    """
-    key = _normalise(endpoint)
-    with _lock:
-        _endpoints[key] = _endpoints.get(key, 0) + 1
-    done = False
-
-    def unregister() -> None:
-        nonlocal done
-        with _lock:
-            if done:
-                return
-            done = True
-            left = _endpoints.get(key, 0) - 1
-            if left > 0:
-                _endpoints[key] = left
-            else:
-                _endpoints.pop(key, None)
-
-    return unregister
+def _refuse(scope: RequestScope, fd: Any) -> None:
+    try:
+        check_unmanaged_fd(fd, scope.label)
+    except UnmanagedSocketError:
+        scope.record_denial()
+        raise
 
 
 def _fileno(fd: Any) -> int:
@@ -104,24 +99,22 @@ def check_unmanaged_fd(fd: Any, label: str) -> None:
     try:
         if sock.family not in _STREAM_FAMILIES or sock.type != socket.SOCK_STREAM:
             return  # UDP (a DNS resolver), netlink, ...
+        if _is_listening(sock):
+            return
         try:
             peer: Any = sock.getpeername()
         except OSError:
-            peer = None  # not connected yet (a remote TCP connect in progress) or a listener
+            peer = None  # not connected yet (a remote TCP connect in progress)
         if sock.family == socket.AF_UNIX:
-            if peer in ("", b"") or (peer is None and _is_listening(sock)):
-                return  # a socketpair, or a server socket: nothing leaves the process
+            if peer in ("", b""):
+                return  # a socketpair: nothing leaves the process
+            if isinstance(peer, str) and is_local_endpoint(peer):
+                return  # the runtime's own listener (a pool binding)
             where = f"unix:{peer}" if peer else "a Unix socket"
-            key: object = os.path.realpath(peer) if isinstance(peer, str) and peer else None
         else:
-            if peer is None and _is_listening(sock):
-                return
             where = f"{peer[0]}:{peer[1]}" if peer else "an address it connected to itself"
-            key = (str(peer[0]).lower(), int(peer[1])) if peer else None
     finally:
         sock.detach()  # the fd stays open: it is the driver's
-    if key is not None and key in _endpoints:
-        return
     raise UnmanagedSocketError(
         f"{label}: a driver opened its own socket to {where} (libpq, as under psycopg 3, "
         "connects without asyncio), which the tcpworkers gate can neither check nor count nor "

@@ -23,27 +23,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import ssl
-import struct
 from collections.abc import Mapping
 from typing import Final, final
 
-from tcpworkers.egress._scope import use_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import (
+    PgProtocolError,
     UpstreamAuthError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamServerError,
 )
+from tcpworkers.pool import _messages as m
+from tcpworkers.pool._auth import authenticate, upstream_error
 from tcpworkers.pool._dsn import UpstreamParams
+from tcpworkers.pool._wire import MAX_MESSAGE_LENGTH, Frame, decode_backend
 
 __all__ = ["ServerConnection", "UpstreamParams", "cancel_query", "open_server_connection"]
 
 # Settings every server connection starts with, so clients of the pool see one encoding
 # whatever the database's default (asyncpg requires UTF8; psycopg decodes with it).
 STARTUP_SETTINGS: Final[Mapping[str, str]] = {"client_encoding": "UTF8"}
+_TERMINATE: Final = m.Terminate().encode()
+_SSL_REQUEST: Final = m.SSLRequest().encode()
 # How long close() waits for the server to see Terminate before giving up.
 _CLOSE_TIMEOUT: Final = 2.0
 
@@ -96,7 +100,7 @@ class ServerConnection:
         """Send Terminate and close the connection; never raises (cancellation aside)."""
         try:
             if not self.writer.is_closing():
-                self.writer.write(_wire.TERMINATE)
+                self.writer.write(_TERMINATE)
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), _CLOSE_TIMEOUT)
         except (OSError, TimeoutError, ssl.SSLError, RuntimeError):
@@ -119,7 +123,7 @@ async def open_server_connection(params: UpstreamParams) -> ServerConnection:
             connections, shutting down), with its SQLSTATE.
     """
     mode = params.effective_sslmode
-    with use_scope(None):  # the operator's configuration, not the worker's egress
+    with trusted_connections():  # the operator's configuration, not the worker's egress
         try:
             async with asyncio.timeout(params.connect_timeout):
                 if mode == "allow":
@@ -136,105 +140,34 @@ async def open_server_connection(params: UpstreamParams) -> ServerConnection:
                         return await _attempt(params, tls=False)
                 return await _attempt(params, tls=mode != "disable")
         except TimeoutError:
-            raise _fail(
+            raise upstream_error(
                 UpstreamConnectError,
                 params,
                 f"timed out after {params.connect_timeout:g} s (connect_timeout); check that "
                 "the server is up and reachable, or raise connect_timeout",
             ) from None
         except _TlsFailed as exc:
-            raise _fail(UpstreamConnectError, params, str(exc)) from exc.__cause__
+            raise upstream_error(UpstreamConnectError, params, str(exc)) from exc.__cause__
 
 
 async def cancel_query(params: UpstreamParams, backend_pid: int, backend_secret: int) -> None:
     """Ask the server to cancel what ``backend_pid`` is running (a CancelRequest on a new
     connection, over TLS when sslmode requires it). Best effort: failures are ignored, as
     libpq's PQcancel reports them only as a return value nobody can act on."""
-    with use_scope(None), contextlib.suppress(OSError, TimeoutError, ssl.SSLError, UpstreamError):
+    with (
+        trusted_connections(),
+        contextlib.suppress(OSError, TimeoutError, ssl.SSLError, UpstreamError),
+    ):
         async with asyncio.timeout(params.connect_timeout):
             reader, writer = await _open_stream(params)
             try:
                 if params.effective_sslmode in ("require", "verify-ca", "verify-full"):
                     await _negotiate_tls(params, reader, writer, fallback=False)
-                writer.write(_wire.cancel_request(backend_pid, backend_secret))
+                writer.write(m.CancelRequest(backend_pid, backend_secret).encode())
                 await writer.drain()
                 await reader.read(1)  # the server closes the connection when done
             finally:
                 writer.close()
-
-
-# -- framing: the few startup-phase messages, until pool-core's _wire/_messages are merged --
-
-
-class _Framing:
-    HEADER: Final = struct.Struct("!ci")
-    TERMINATE: Final = b"X\0\0\0\x04"
-    SSL_REQUEST: Final = struct.pack("!ii", 8, 80877103)
-    AUTH_OK: Final = 0
-    AUTH_CLEARTEXT: Final = 3
-    AUTH_MD5: Final = 5
-    AUTH_SASL: Final = 10
-    AUTH_SASL_CONTINUE: Final = 11
-    AUTH_SASL_FINAL: Final = 12
-    _AUTH_NAMES: Final = {2: "KerberosV5", 6: "SCM", 7: "GSS", 9: "SSPI"}
-
-    class ProtocolError(Exception):
-        pass
-
-    @staticmethod
-    def cancel_request(pid: int, secret: int) -> bytes:
-        return struct.pack("!iiii", 16, 80877102, pid, secret)
-
-    @staticmethod
-    def startup_message(values: Mapping[str, str]) -> bytes:
-        pairs = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in values.items())
-        body = struct.pack("!i", 196608) + pairs + b"\0"
-        return struct.pack("!i", len(body) + 4) + body
-
-    @staticmethod
-    def password_message(data: bytes) -> bytes:
-        return b"p" + struct.pack("!i", len(data) + 4) + data
-
-    @classmethod
-    def sasl_initial_response(cls, mechanism: str, data: bytes) -> bytes:
-        body = mechanism.encode() + b"\0" + struct.pack("!i", len(data)) + data
-        return cls.password_message(body)
-
-    @staticmethod
-    def auth_code(body: bytes) -> int:
-        code: int = struct.unpack("!i", body[:4])[0]
-        return code
-
-    @classmethod
-    def auth_name(cls, code: int) -> str:
-        return cls._AUTH_NAMES.get(code, f"code {code}")
-
-    @staticmethod
-    def sasl_mechanisms(body: bytes) -> list[str]:
-        return [m.decode("ascii", "replace") for m in body[4:].split(b"\0") if m]
-
-    @staticmethod
-    def parameter_status(body: bytes) -> tuple[str, str]:
-        name, value, *_ = body.split(b"\0")
-        return name.decode("utf-8", "replace"), value.decode("utf-8", "replace")
-
-    @staticmethod
-    def error_fields(body: bytes) -> dict[str, str]:
-        fields: dict[str, str] = {}
-        for part in body.split(b"\0"):
-            if part:
-                fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
-        return fields
-
-    @classmethod
-    async def read_message(cls, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-        kind, length = cls.HEADER.unpack(await reader.readexactly(5))
-        if not 4 <= length <= 1 << 24:
-            raise cls.ProtocolError(f"message {kind!r} with impossible length {length}")
-        return kind, await reader.readexactly(length - 4)
-
-
-_wire = _Framing
 
 
 class _TlsFailed(Exception):
@@ -249,8 +182,13 @@ async def _attempt(
         tls_version = (
             await _negotiate_tls(params, reader, writer, fallback=fallback) if tls else None
         )
-        writer.write(_wire.startup_message(_startup_parameters(params)))
-        auth_method = await _authenticate(params, reader, writer)
+        writer.write(m.StartupMessage(tuple(_startup_parameters(params).items())).encode())
+        auth_method = await authenticate(
+            params,
+            lambda: _read_message(params, reader, "authentication"),
+            writer,
+            lambda error: _error_response(params, error, "authentication"),
+        )
         parameters, pid, secret = await _read_until_ready(params, reader)
     except BaseException:
         writer.transport.abort()
@@ -287,7 +225,9 @@ async def _open_stream(params: UpstreamParams) -> tuple[asyncio.StreamReader, as
             if params.is_unix
             else "is the server running and accepting TCP connections on that port?"
         )
-        raise _fail(UpstreamConnectError, params, f"could not connect: {reason}; {hint}") from exc
+        raise upstream_error(
+            UpstreamConnectError, params, f"could not connect: {reason}; {hint}"
+        ) from exc
 
 
 async def _negotiate_tls(
@@ -300,26 +240,28 @@ async def _negotiate_tls(
     """SSLRequest, then TLS on ``S``. Returns the TLS version, or None when the server said
     ``N`` and plaintext is acceptable (``fallback``)."""
     context = _ssl_context(params)
-    writer.write(_wire.SSL_REQUEST)
+    writer.write(_SSL_REQUEST)
     answer = await reader.read(1)
     if answer == b"N":
         if fallback:
             return None
-        raise _fail(
+        raise upstream_error(
             UpstreamConnectError,
             params,
             f"the server does not support TLS, but sslmode={params.sslmode} requires it; "
             "enable ssl on the server or lower sslmode (prefer)",
         )
     if answer != b"S":
-        raise _fail(
+        raise upstream_error(
             UpstreamConnectError,
             params,
             f"unexpected answer {answer!r} to SSLRequest; is this a PostgreSQL server?",
         )
     if reader.at_eof() or len(reader._buffer) > 0:  # type: ignore[attr-defined]
         # Bytes after 'S' before the handshake: injected plaintext (CVE-2021-23222).
-        raise _fail(UpstreamConnectError, params, "the server sent data before the TLS handshake")
+        raise upstream_error(
+            UpstreamConnectError, params, "the server sent data before the TLS handshake"
+        )
     try:
         await writer.start_tls(context, server_hostname=params.host)
     except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
@@ -345,7 +287,7 @@ def _ssl_context(params: UpstreamParams) -> ssl.SSLContext:
         if root == "system":
             context.load_default_certs()
         elif not os.path.exists(root):
-            raise _fail(
+            raise upstream_error(
                 UpstreamConnectError,
                 params,
                 f"root certificate file {root!r} does not exist; set sslrootcert to the CA "
@@ -355,7 +297,7 @@ def _ssl_context(params: UpstreamParams) -> ssl.SSLContext:
             try:
                 context.load_verify_locations(cafile=root)
             except (ssl.SSLError, OSError) as exc:
-                raise _fail(
+                raise upstream_error(
                     UpstreamConnectError, params, f"cannot load sslrootcert {root!r}: {exc}"
                 ) from exc
         context.check_hostname = mode == "verify-full"
@@ -366,120 +308,10 @@ def _ssl_context(params: UpstreamParams) -> ssl.SSLContext:
         try:
             context.load_cert_chain(params.sslcert, params.sslkey)
         except (ssl.SSLError, OSError) as exc:
-            raise _fail(UpstreamConnectError, params, f"cannot load sslcert/sslkey: {exc}") from exc
-    return context
-
-
-async def _authenticate(
-    params: UpstreamParams, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> str:
-    """Answer authentication requests until AuthenticationOk; returns the method used."""
-    method = "trust"
-    scram = None
-    while True:
-        kind, body = await _read_message(params, reader, "authentication")
-        if kind == b"E":
-            raise _error_response(params, body, "authentication")
-        if kind != b"R":
-            raise _fail(
-                UpstreamConnectError, params, f"unexpected message {kind!r} during authentication"
-            )
-        code = _wire.auth_code(body)
-        if code == _wire.AUTH_OK:
-            if scram is not None and not scram.done:
-                raise _fail(
-                    UpstreamAuthError,
-                    params,
-                    "the server ended SCRAM authentication without proving it knows the "
-                    "password; refusing the connection",
-                )
-            return method
-        if code == _wire.AUTH_CLEARTEXT:
-            method = "password"
-            writer.write(_wire.password_message(_password(params, method).encode() + b"\0"))
-        elif code == _wire.AUTH_MD5:
-            method = "md5"
-            salt = body[4:8]
-            writer.write(_wire.password_message(_md5(params, _password(params, method), salt)))
-        elif code == _wire.AUTH_SASL:
-            method = "scram-sha-256"
-            scram = _Scram(params, _password(params, method), _wire.sasl_mechanisms(body))
-            writer.write(scram.first())
-        elif code == _wire.AUTH_SASL_CONTINUE and scram is not None:
-            writer.write(scram.final(body[4:]))
-        elif code == _wire.AUTH_SASL_FINAL and scram is not None:
-            scram.verify(body[4:])
-        else:
-            raise _fail(
-                UpstreamAuthError,
-                params,
-                f"the server asked for authentication method {_wire.auth_name(code)}, which "
-                "the pool does not implement (trust, password, md5 and scram-sha-256 are); "
-                "change the role's method in pg_hba.conf",
-            )
-        await writer.drain()
-
-
-class _Scram:
-    """SCRAM-SHA-256 (RFC 5802/7677) through scramp, on the wire as SASL messages."""
-
-    MECHANISM: Final = "SCRAM-SHA-256"
-
-    def __init__(self, params: UpstreamParams, password: str, offered: list[str]) -> None:
-        import scramp  # lazy: only servers that ask for SCRAM need it
-
-        if self.MECHANISM not in offered:
-            raise _fail(
-                UpstreamAuthError,
-                params,
-                f"the server offers SASL mechanisms {', '.join(offered)}; the pool needs "
-                f"{self.MECHANISM}",
-            )
-        self._params = params
-        self._errors: tuple[type[Exception], ...] = (scramp.ScramException,)
-        self._client = scramp.ScramClient([self.MECHANISM], params.user, password)
-        self.done = False
-
-    def first(self) -> bytes:
-        data = self._client.get_client_first().encode()
-        return _wire.sasl_initial_response(self.MECHANISM, data)
-
-    def final(self, server_first: bytes) -> bytes:
-        try:
-            self._client.set_server_first(server_first.decode())
-            return _wire.password_message(self._client.get_client_final().encode())
-        except self._errors as exc:
-            raise _fail(UpstreamAuthError, self._params, f"SCRAM exchange failed: {exc}") from exc
-
-    def verify(self, server_final: bytes) -> None:
-        try:
-            self._client.set_server_final(server_final.decode())
-        except self._errors as exc:
-            raise _fail(
-                UpstreamAuthError,
-                self._params,
-                f"the server's SCRAM signature is wrong ({exc}); it may not be the server "
-                "you configured",
+            raise upstream_error(
+                UpstreamConnectError, params, f"cannot load sslcert/sslkey: {exc}"
             ) from exc
-        self.done = True
-
-
-def _password(params: UpstreamParams, method: str) -> str:
-    if params.password is None:
-        raise _fail(
-            UpstreamAuthError,
-            params,
-            f"the server asked for a password ({method}) but the url has none; add it to the "
-            "url (postgresql://user:PASSWORD@host/db) or take the url from [secrets]",
-        )
-    return params.password
-
-
-def _md5(params: UpstreamParams, password: str, salt: bytes) -> bytes:
-    # PostgreSQL's md5 scheme: "md5" + md5(md5(password + user).hexdigest() + salt).
-    inner = hashlib.md5((password + params.user).encode(), usedforsecurity=False).hexdigest()
-    outer = hashlib.md5(inner.encode() + salt, usedforsecurity=False).hexdigest()
-    return b"md5" + outer.encode() + b"\0"
+    return context
 
 
 async def _read_until_ready(
@@ -488,52 +320,53 @@ async def _read_until_ready(
     parameters: dict[str, str] = {}
     pid = secret = 0
     while True:
-        kind, body = await _read_message(params, reader, "startup")
-        if kind == b"S":
-            name, value = _wire.parameter_status(body)
-            parameters[name] = value
-        elif kind == b"K":
-            pid, secret = struct.unpack("!ii", body[:8])
-        elif kind == b"Z":
+        message = await _read_message(params, reader, "startup")
+        if isinstance(message, m.ParameterStatus):
+            parameters[message.name] = message.value
+        elif isinstance(message, m.BackendKeyData):
+            pid, secret = message.backend_pid, message.backend_secret
+        elif isinstance(message, m.ReadyForQuery):
             return parameters, pid, secret
-        elif kind == b"E":
-            raise _error_response(params, body, "startup")
-        elif kind not in (b"N", b"v"):  # notices; NegotiateProtocolVersion (harmless here)
-            raise _fail(UpstreamConnectError, params, f"unexpected message {kind!r} during startup")
+        elif isinstance(message, m.ErrorResponse) and not isinstance(message, m.NoticeResponse):
+            raise _error_response(params, message, "startup")
+        elif not isinstance(message, m.NoticeResponse | m.NegotiateProtocolVersion):
+            raise upstream_error(
+                UpstreamConnectError, params, f"unexpected {type(message).__name__} during startup"
+            )
 
 
 async def _read_message(
     params: UpstreamParams, reader: asyncio.StreamReader, step: str
-) -> tuple[bytes, bytes]:
+) -> m.Message:
+    """One backend message, read exactly (nothing past it is consumed: after ReadyForQuery the
+    stream belongs to the pool), decoded by the pool's wire module."""
     try:
-        return await _wire.read_message(reader)
+        header = await reader.readexactly(5)
+        length = m.I32.unpack_from(header, 1)[0]
+        if not 4 <= length <= MAX_MESSAGE_LENGTH:
+            raise PgProtocolError(f"message length {length} is out of bounds")
+        raw = header + await reader.readexactly(length - 4)
+        return decode_backend(Frame(raw[0], raw))
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
-        raise _fail(
+        raise upstream_error(
             UpstreamConnectError,
             params,
             f"the server closed the connection during {step}; see the server's log",
         ) from exc
-    except _wire.ProtocolError as exc:
-        raise _fail(UpstreamConnectError, params, f"protocol error during {step}: {exc}") from exc
+    except PgProtocolError as exc:
+        raise upstream_error(
+            UpstreamConnectError, params, f"protocol error during {step}: {exc}"
+        ) from exc
 
 
-def _error_response(params: UpstreamParams, body: bytes, step: str) -> UpstreamError:
-    fields = _wire.error_fields(body)
-    sqlstate = fields.get("C", "")
-    text = f"{step} failed: {fields.get('S', 'ERROR')} {sqlstate}: {fields.get('M', '')}"
-    if fields.get("H"):
-        text += f" (hint: {fields['H']})"
-    rejected = "authentication failed" in fields.get("M", "")  # PgBouncer: 08P01 for SCRAM
+def _error_response(params: UpstreamParams, error: m.ErrorResponse, step: str) -> UpstreamError:
+    sqlstate = error.sqlstate
+    text = f"the server refused the {step}: {error.get('S', 'ERROR')} {sqlstate}: {error.message}"
+    if error.get("H"):
+        text += f" (hint: {error.get('H')})"
+    rejected = "authentication failed" in error.message  # PgBouncer: 08P01 for SCRAM
     if sqlstate.startswith("28") or rejected:  # invalid_authorization_specification/password
-        return _fail(UpstreamAuthError, params, f"{text}; check the user and password", sqlstate)
-    return _fail(UpstreamServerError, params, text, sqlstate)
-
-
-def _fail(
-    cls: type[UpstreamError], params: UpstreamParams, what: str, sqlstate: str = ""
-) -> UpstreamError:
-    return cls(
-        f"server connection to {params.address} as user {params.user!r} "
-        f"(database {params.database!r}): {what}",
-        sqlstate,
-    )
+        return upstream_error(
+            UpstreamAuthError, params, f"{text}; check the user and password", sqlstate
+        )
+    return upstream_error(UpstreamServerError, params, text, sqlstate)

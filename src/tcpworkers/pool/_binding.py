@@ -1,0 +1,239 @@
+"""The binding a worker sees as ``env.NAME``: a Postgres pool behind a private unix socket.
+
+How clients reach it (one connection string for every driver). At start the binding makes a
+private directory (mode 0700, so only the runtime's user can open what is inside), listens on
+``DIR/.s.PGSQL.PORT`` there, and invents a per-process secret. The worker's connection string is
+
+    postgresql://USER:SECRET@/DATABASE?host=DIR&port=PORT
+
+which libpq (psycopg) and asyncpg both understand as "the unix socket DIR/.s.PGSQL.PORT". Each
+connection on that socket is served by the pooler (:func:`serve_client`): the client leg is a
+cheap local startup (cleartext password over a unix socket: no TLS, no SCRAM), and its queries run
+on the pool's warm server connections, which did TLS and SCRAM once.
+
+The socket is registered as a *local endpoint* with the gate, so a driver running on the gated
+loop (asyncpg) reaches it whatever the egress policy (``serve`` refuses loopback), and the
+connection still counts against the request's socket limit and is closed when the request ends
+(the server connection then goes back to the pool, reset if it was pinned or dirty). libpq opens
+its sockets in C, outside asyncio: psycopg's connections to the binding are not counted or closed
+by the gate (close them yourself, ``async with``); their server connections still return to the
+pool at the end of every transaction.
+
+Pools are per process: ``serve --workers N`` runs N pools of ``max_size`` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Final, final
+from urllib.parse import quote
+
+from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
+from tcpworkers.egress._scope import use_scope
+from tcpworkers.pool._dsn import UpstreamParams
+from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
+from tcpworkers.pool._relay import serve_client
+from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_server_connection
+
+__all__ = ["CheckResult", "PostgresBinding", "check_upstream"]
+
+_log = logging.getLogger("tcpworkers.pool")
+# The port in the socket's name (.s.PGSQL.5432): PostgreSQL's default, so tools that assume
+# it (psql -h DIR) work too.
+SOCKET_PORT: Final = 5432
+# How long stop() lets clients finish before their connections are closed.
+_STOP_GRACE: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What ``tcpworkers check`` learned by opening one server connection."""
+
+    address: str
+    server_version: str
+    auth_method: str
+    tls: str | None
+
+
+async def check_upstream(params: UpstreamParams) -> CheckResult:
+    """Open one server connection, note what it is, close it.
+
+    Raises:
+        UpstreamError: what failed, naming the server and user.
+    """
+    conn = await open_server_connection(params)
+    try:
+        return CheckResult(params.address, conn.server_version, conn.auth_method, conn.tls)
+    finally:
+        await conn.close()
+
+
+@final
+class PostgresBinding:
+    """``env.NAME`` for a ``[bindings.NAME] type = "postgres"``: the fields a Cloudflare
+    Hyperdrive binding has (``connection_string``, ``host``, ``port``, ``user``, ``password``,
+    ``database``), served by a pool of server connections to ``upstream``.
+
+    Args:
+        name: the binding's name (``DB``), used in metrics and messages.
+        upstream: where the server connections go (a parsed ``url``).
+        settings: the pool's sizes and timeouts.
+        socket_dir: the parent of the private socket directory (default: the system's temp).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        upstream: UpstreamParams,
+        settings: PoolSettings,
+        *,
+        socket_dir: str | None = None,
+    ) -> None:
+        self.name = name
+        self.upstream = upstream
+        self.settings = settings
+        self._parent = socket_dir
+        self._secret = secrets.token_urlsafe(24)
+        self._dir: str | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._pool: Pool | None = None
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._stopping = False
+
+    # -- what the worker sees -------------------------------------------------------------------
+
+    @property
+    def connection_string(self) -> str:
+        """``postgresql://USER:SECRET@/DATABASE?host=DIR&port=5432`` (for every driver)."""
+        return (
+            f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@/"
+            f"{quote(self.database, safe='')}?host={quote(self.host, safe='/')}&port={self.port}"
+        )
+
+    @property
+    def host(self) -> str:
+        """The socket directory (what libpq calls ``host`` for unix sockets)."""
+        if self._dir is None:
+            raise RuntimeError(
+                f"env.{self.name} is not started yet; use it while handling a request"
+            )
+        return self._dir
+
+    @property
+    def port(self) -> int:
+        return SOCKET_PORT
+
+    @property
+    def user(self) -> str:
+        """The upstream user's name (the pool logs in as that user)."""
+        return self.upstream.user
+
+    @property
+    def password(self) -> str:
+        """The per-process secret the binding's socket accepts (not the upstream password)."""
+        return self._secret
+
+    @property
+    def database(self) -> str:
+        return self.upstream.database
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.host, f".s.PGSQL.{self.port}")
+
+    def stats(self) -> PoolStats | None:
+        """The pool's counters, or None before start."""
+        return None if self._pool is None else self._pool.stats()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._server is None else self.socket_path
+        return f"<PostgresBinding {self.name} -> {self.upstream.address} ({state})>"
+
+    # -- life (the runtime calls these outside any request) -------------------------------------
+
+    async def start(self) -> None:
+        """Start the pool, then listen on the private socket."""
+        if self._server is not None:
+            return
+        self._stopping = False
+        with use_scope(None):
+            pool = Pool(self.name, self.settings, self._connect, self._cancel)
+            await pool.start()
+            self._pool = pool
+            try:
+                self._dir = await asyncio.to_thread(
+                    tempfile.mkdtemp, prefix=f"tcpworkers-{self.name}-", dir=self._parent
+                )  # mkdtemp creates it 0700
+                self._server = await asyncio.start_unix_server(self._on_client, self.socket_path)
+            except BaseException:
+                await self.stop()
+                raise
+        register_local_endpoint(self.socket_path)
+
+    async def stop(self) -> None:
+        """Stop listening, end client connections, close the pool, remove the directory."""
+        self._stopping = True
+        server, self._server = self._server, None
+        if self._dir is not None:
+            unregister_local_endpoint(self.socket_path)
+        if server is not None:
+            server.close()
+        if self._clients:
+            # Closing a client's connection ends its serve_client (its server connection goes
+            # back to the pool, rolled back); what does not end in time is cancelled.
+            for writer in self._clients.values():
+                writer.transport.abort()
+            _done, pending = await asyncio.wait(list(self._clients), timeout=_STOP_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), _STOP_GRACE)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        directory, self._dir = self._dir, None
+        if directory is not None:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        assert self._pool is not None
+        self._clients[task] = writer
+        try:
+            await serve_client(
+                reader,
+                writer,
+                self._pool,
+                user=self.user,
+                database=self.database,
+                password=self._secret,
+            )
+        except asyncio.CancelledError:
+            # stop() cancels what did not end in time; this is the connection's own task
+            # (asyncio's stream server would log a cancelled one), so end quietly then.
+            if not self._stopping:
+                raise
+        except Exception:
+            # serve_client answers client and server failures itself: what escapes it is a bug.
+            # Log it with the binding's name; the client's connection is closed below.
+            _log.exception("pool binding %s: serving a client connection failed", self.name)
+        finally:
+            del self._clients[task]
+            if not writer.is_closing():
+                writer.close()
+
+    async def _connect(self) -> ServerConnection:
+        return await open_server_connection(self.upstream)
+
+    async def _cancel(self, backend_pid: int, backend_secret: int) -> None:
+        await cancel_query(self.upstream, backend_pid, backend_secret)

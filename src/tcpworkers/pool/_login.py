@@ -1,0 +1,164 @@
+"""The client leg's startup: local, cheap, no TLS and no SCRAM.
+
+SSLRequest and GSSENCRequest are answered ``N`` (the client leg is a local socket or in-process),
+the user and database must be the binding's, and the password is the binding's per-runtime
+secret, sent as cleartext (AuthenticationCleartextPassword) and compared in constant time. The
+client then sees what a PostgreSQL server would send: AuthenticationOk, the ParameterStatus
+values of the pool's server connections, a synthetic BackendKeyData (mapped to the real server
+connection by the relay when a CancelRequest arrives) and ReadyForQuery 'I'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import weakref
+from collections.abc import Mapping
+from typing import Final
+
+from tcpworkers.errors import PgProtocolError
+
+from . import _messages as m
+from ._pool import Pool
+from ._wire import SSL_REFUSED, FrontendParser, error_response
+
+__all__ = ["LOGIN_TIMEOUT", "fatal", "login"]
+
+LOGIN_TIMEOUT: Final = 15.0
+# Startup parameters a client may send whatever their value: the pool's server connections use
+# their own (application_name is the binding's), and PostgreSQL 12+ prints floats the same way
+# for every positive extra_float_digits.
+_IGNORED: Final = frozenset({"application_name", "fallback_application_name", "extra_float_digits"})
+
+
+def fatal(sqlstate: str, message: str, hint: str | None = None) -> bytes:
+    return error_response(sqlstate, message, severity="FATAL", hint=hint)
+
+
+def _normalise(value: str) -> str:
+    return value.strip().strip("'\"").upper().replace("-", "").replace("_", "")
+
+
+async def _next(reader: asyncio.StreamReader, parser: FrontendParser) -> m.Message:
+    while (message := parser.next_message()) is None:
+        data = await reader.read(65536)
+        if not data:
+            raise EOFError
+        parser.feed(data)
+    return message
+
+
+def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
+    """A FATAL error for a startup parameter the pool cannot honour, or None."""
+    for name, value in hello.parameters:
+        if name in ("user", "database") or name in _IGNORED or name.startswith("_pq_."):
+            continue
+        if name == "replication":
+            return fatal("08P01", "replication connections are not supported by the pool binding")
+        current = pool.parameters.get(name) or pool.parameters.get(
+            next((k for k in pool.parameters if k.lower() == name.lower()), "")
+        )
+        if current is not None and _normalise(current) == _normalise(value):
+            continue
+        if name == "options" and not value.strip():
+            continue
+        shown = f" (the pool's server connections use {name}={current!r})" if current else ""
+        return fatal(
+            "08P01",
+            f"startup parameter {name}={value!r} is not supported by pool binding "
+            f"{pool.name!r}{shown}",
+            hint="drop it from the connection settings, or set it per transaction with SET LOCAL",
+        )
+    return None
+
+
+async def login(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    pool: Pool,
+    *,
+    user: str,
+    database: str,
+    password: str,
+    backend_key: tuple[int, int],
+) -> FrontendParser | m.CancelRequest | None:
+    """Run the startup exchange. Returns the parser (now past startup, possibly holding the
+    client's first messages), a CancelRequest to act on, or None when the client was refused
+    (the FATAL error is already written)."""
+    parser = FrontendParser()
+    while True:
+        message = await _next(reader, parser)
+        if isinstance(message, m.SSLRequest | m.GSSENCRequest):
+            writer.write(SSL_REFUSED)
+            continue
+        if isinstance(message, m.CancelRequest):
+            return message
+        if not isinstance(message, m.StartupMessage):
+            raise PgProtocolError(f"expected a startup packet, got {type(message).__name__}")
+        break
+    hello = message
+    asked_user = hello.get("user") or ""
+    asked_db = hello.get("database") or asked_user
+    if asked_user != user:
+        writer.write(
+            fatal(
+                "28000",
+                f"role {asked_user!r} cannot use pool binding "
+                f"{pool.name!r}; connect as {user!r} (its connection string)",
+            )
+        )
+        return None
+    if asked_db != database:
+        writer.write(
+            fatal(
+                "3D000",
+                f"database {asked_db!r} is not served by pool binding "
+                f"{pool.name!r}; connect to {database!r} (its connection string)",
+            )
+        )
+        return None
+    extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
+    if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
+        writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
+    writer.write(m.Authentication(m.AUTH_CLEARTEXT).encode())
+    answer = await _next(reader, parser)
+    if not isinstance(answer, m.PasswordMessage):
+        raise PgProtocolError(f"expected a password message, got {type(answer).__name__}")
+    if not hmac.compare_digest(answer.data.rstrip(b"\0"), password.encode()):
+        writer.write(
+            fatal(
+                "28P01",
+                f"password authentication failed for user {user!r} on pool binding {pool.name!r}",
+            )
+        )
+        return None
+    if not pool.parameters:  # nothing opened yet: learn the server's parameters first
+        try:
+            pool.release(await pool.acquire())
+        except Exception as exc:
+            writer.write(
+                fatal(getattr(exc, "sqlstate", "") or "08006", f"pool binding {pool.name!r}: {exc}")
+            )
+            return None
+    refused = _check_parameters(hello, pool)
+    if refused is not None:
+        writer.write(refused)
+        return None
+    writer.write(_greeting(pool) + m.BackendKeyData(*backend_key).encode() + _READY)
+    return parser
+
+
+_AUTH_OK: Final = m.Authentication(m.AUTH_OK).encode()
+_READY: Final = m.ReadyForQuery("I").encode()
+_greetings: weakref.WeakKeyDictionary[Pool, tuple[Mapping[str, str], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _greeting(pool: Pool) -> bytes:
+    """AuthenticationOk and the ParameterStatus block, encoded once per parameter set."""
+    cached = _greetings.get(pool)
+    if cached is None or cached[0] is not pool.parameters:
+        block = b"".join(m.ParameterStatus(k, v).encode() for k, v in pool.parameters.items())
+        cached = _greetings[pool] = (pool.parameters, _AUTH_OK + block)
+    return cached[1]

@@ -1,0 +1,188 @@
+"""``[bindings.NAME] type = "postgres"``: validated options -> a :class:`PostgresBinding`.
+
+```toml
+[bindings.DB]
+type = "postgres"
+url = "postgresql://app@db.internal:5432/app?sslmode=verify-full"   # libpq syntax
+password_secret = "DB_PASSWORD"   # optional: a [secrets] name holding the password
+# or: url_secret = "DATABASE_URL" # a [secrets] name holding the whole url
+min_size = 1            # server connections kept open, per process
+max_size = 10           # at most, per process (serve --workers N: N times this)
+idle_timeout = 300      # close idle connections above min_size after this many seconds
+max_lifetime = 3600     # replace a connection this old when it is next idle
+acquire_timeout = 10    # a client waits this long for a connection, then gets SQLSTATE 53300
+```
+
+Every error names the file, the key and the fix, like the rest of ``tcpworkers.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from tcpworkers.errors import ConfigError, DsnError
+from tcpworkers.pool._dsn import UpstreamParams, parse_dsn
+
+if TYPE_CHECKING:
+    from tcpworkers.pool._binding import PostgresBinding
+
+__all__ = [
+    "POSTGRES_KEYS",
+    "PostgresOptions",
+    "make_postgres_binding",
+    "parse_postgres_options",
+]
+
+_Error = Callable[[str, str], ConfigError]
+
+POSTGRES_KEYS: Final = (
+    "url",
+    "url_secret",
+    "password_secret",
+    "min_size",
+    "max_size",
+    "idle_timeout",
+    "max_lifetime",
+    "acquire_timeout",
+)
+_DEFAULTS: Final[Mapping[str, float]] = {
+    "min_size": 1,
+    "max_size": 10,
+    "idle_timeout": 300.0,
+    "max_lifetime": 3600.0,
+    "acquire_timeout": 10.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresOptions:
+    """One postgres binding's validated options (the url parsed, secrets applied)."""
+
+    name: str
+    upstream: UpstreamParams  # has the password: log ``upstream.redacted()``
+    min_size: int
+    max_size: int
+    idle_timeout: float
+    max_lifetime: float
+    acquire_timeout: float
+
+
+def parse_postgres_options(
+    name: str, options: Mapping[str, object], secrets: Mapping[str, str], *, label: str
+) -> PostgresOptions:
+    """Validate ``[bindings.NAME]``'s options (``type`` already checked).
+
+    Args:
+        name: the binding's name.
+        options: its keys other than ``type``.
+        secrets: the resolved ``[secrets]`` (name -> value).
+        label: how messages name the config file.
+
+    Raises:
+        ConfigError: naming ``bindings.NAME.KEY`` and the fix.
+    """
+    where = f"bindings.{name}"
+
+    def error(key: str, message: str) -> ConfigError:
+        dotted = f"{where}.{key}" if key else where
+        return ConfigError(f"{label}: {dotted}: {message}", path=label, key=dotted)
+
+    for key in options:
+        if key not in POSTGRES_KEYS:
+            close = difflib.get_close_matches(key, POSTGRES_KEYS, n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            raise error(
+                key,
+                f"unknown key{hint} (a postgres binding takes {', '.join(POSTGRES_KEYS)})",
+            )
+    url = _url(options, secrets, error)
+    try:
+        upstream = parse_dsn(url, what=f"{label}: {where}.url")
+    except DsnError as exc:
+        raise ConfigError(str(exc), path=label, key=f"{where}.url") from None
+    password_secret = options.get("password_secret")
+    if password_secret is not None:
+        if not isinstance(password_secret, str) or password_secret not in secrets:
+            raise error(
+                "password_secret",
+                f"expected the name of a [secrets] entry, got {password_secret!r}; add it "
+                f'under [secrets] (e.g. {password_secret} = "ENV_VAR_NAME")',
+            )
+        if upstream.password is not None:
+            raise error("password_secret", "the url already has a password; remove one of the two")
+        upstream = upstream.with_password(secrets[password_secret])
+    sizes = {key: _int(options, key, error) for key in ("min_size", "max_size")}
+    if sizes["min_size"] > sizes["max_size"]:
+        raise error(
+            "min_size",
+            f"{sizes['min_size']} is above max_size ({sizes['max_size']}); lower min_size or "
+            "raise max_size",
+        )
+    if sizes["max_size"] < 1:
+        raise error("max_size", "must be at least 1")
+    return PostgresOptions(
+        name=name,
+        upstream=upstream,
+        min_size=sizes["min_size"],
+        max_size=sizes["max_size"],
+        idle_timeout=_seconds(options, "idle_timeout", error),
+        max_lifetime=_seconds(options, "max_lifetime", error),
+        acquire_timeout=_seconds(options, "acquire_timeout", error),
+    )
+
+
+def _url(options: Mapping[str, object], secrets: Mapping[str, str], error: _Error) -> str:
+    url, url_secret = options.get("url"), options.get("url_secret")
+    if url is not None and url_secret is not None:
+        raise error("url_secret", "give url or url_secret, not both")
+    if url_secret is not None:
+        if not isinstance(url_secret, str) or url_secret not in secrets:
+            raise error(
+                "url_secret",
+                f"expected the name of a [secrets] entry, got {url_secret!r}; add it under "
+                f'[secrets] (e.g. {url_secret} = "DATABASE_URL")',
+            )
+        return secrets[url_secret]
+    if url is None:
+        raise error(
+            "url",
+            'missing; add url = "postgresql://user@host:5432/db" (or url_secret = "NAME" '
+            "for a url kept in [secrets])",
+        )
+    if not isinstance(url, str):
+        raise error("url", f"expected a string, got {type(url).__name__}")
+    return url
+
+
+def _int(options: Mapping[str, object], key: str, error: _Error) -> int:
+    value = options.get(key, _DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise error(key, f"expected a whole number, got {value!r}")
+    if value < 0:
+        raise error(key, f"expected 0 or more, got {value!r}")
+    return int(value)
+
+
+def _seconds(options: Mapping[str, object], key: str, error: _Error) -> float:
+    value = options.get(key, _DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise error(key, f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def make_postgres_binding(options: PostgresOptions) -> PostgresBinding:
+    """The binding object ``env.NAME`` will be (not started: the app starts it at lifespan)."""
+    from tcpworkers.pool._binding import PostgresBinding
+    from tcpworkers.pool._pool import PoolSettings
+
+    settings = PoolSettings(
+        min_size=options.min_size,
+        max_size=options.max_size,
+        idle_timeout=options.idle_timeout,
+        max_lifetime=options.max_lifetime,
+        acquire_timeout=options.acquire_timeout,
+    )
+    return PostgresBinding(options.name, options.upstream, settings)
