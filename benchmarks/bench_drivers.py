@@ -56,7 +56,7 @@ from _common import (
 )
 from _http_peer import HttpPeer
 from tcpworkers.drivers import gated_loop_factory
-from tcpworkers.egress import request_scope
+from tcpworkers.scope import request_scope
 
 TARGET: Final = 0.10
 WARMUP: Final = 20

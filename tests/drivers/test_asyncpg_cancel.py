@@ -13,7 +13,7 @@ import time
 import asyncpg
 import pytest
 
-from tcpworkers.egress import request_scope
+from tcpworkers.scope import request_scope
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
 

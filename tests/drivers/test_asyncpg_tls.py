@@ -15,8 +15,9 @@ import time
 import asyncpg
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import request_scope
 from tcpworkers.testing import untrusted_ca
 
 from ..pgserver import PgServer

@@ -17,10 +17,10 @@ import uuid
 import psycopg
 import pytest
 
-from tcpworkers.egress import request_scope
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
-from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import UnmanagedSocketError
+from tcpworkers.scope import request_scope
+from tcpworkers.scope._trust import trusted_connections
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable"
 PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"

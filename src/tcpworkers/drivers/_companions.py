@@ -27,7 +27,7 @@ import socket
 import weakref
 from typing import Any, Final, Protocol
 
-from tcpworkers.egress._scope import RequestScope, ScopedResource
+from tcpworkers.scope import RequestScope, ScopedResource
 from tcpworkers.sockets._address import format_hostport
 
 __all__ = [

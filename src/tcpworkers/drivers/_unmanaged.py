@@ -30,9 +30,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVarTuple
 
 from tcpworkers.egress._local import is_local_endpoint
-from tcpworkers.egress._scope import RequestScope, current_scope
-from tcpworkers.egress._trust import is_trusted
 from tcpworkers.errors import UnmanagedSocketError
+from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._trust import is_trusted
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
