@@ -32,6 +32,7 @@ from tcpworkers.sockets._address import format_hostport
 
 __all__ = [
     "CANCEL_TASKS",
+    "claim_slot",
     "describe_peer",
     "is_cancel_request",
     "remember_socket",
@@ -63,6 +64,20 @@ def is_cancel_request() -> bool:
 
 class _Described(ScopedResource, Protocol):
     description: str
+    bytes_in: int
+    bytes_out: int
+
+
+async def claim_slot(scope: RequestScope, conn: _Described, sock: Any) -> None:
+    """Take a slot for ``conn`` (see :func:`take_slot`), unless ``sock`` is a duplicate of the
+    socket of a connection its driver just closed (the MySQL drivers' TLS upgrade): then
+    ``conn`` continues that connection, its slot and its byte counts."""
+    previous = None if sock is None else same_socket_as(scope, sock)
+    if previous is None:
+        await take_slot(scope, conn)
+        return
+    conn.bytes_in, conn.bytes_out = previous.bytes_in, previous.bytes_out
+    scope.hand_over(previous, conn)
 
 
 async def take_slot(scope: RequestScope, conn: _Described) -> None:
