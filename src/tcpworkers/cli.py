@@ -26,6 +26,7 @@ from tcpworkers.runtime import (
     Overrides,
     check,
     display_path,
+    display_worker,
     init_project,
     is_port,
     launch_environ,
@@ -261,7 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return check(config, args.worker)
     return serve(
-        config, args.worker or config.worker, environ=_launch_environ(mode, args, overrides)
+        config,
+        args.worker or display_worker(config.worker),
+        environ=_launch_environ(mode, args, overrides),
     )
 
 

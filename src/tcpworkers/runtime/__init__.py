@@ -34,6 +34,7 @@ from tcpworkers.runtime._config import (
     Overrides,
     ServerSettings,
     display_path,
+    display_worker,
     load_config,
 )
 from tcpworkers.runtime._context import ExecutionContext
@@ -100,6 +101,7 @@ __all__ = [
     "ServerSettings",
     "check",
     "display_path",
+    "display_worker",
     "init_project",
     "is_port",
     "launch_environ",

@@ -82,6 +82,7 @@ __all__ = [
     "Overrides",
     "ServerSettings",
     "display_path",
+    "display_worker",
     "load_config",
     "worker_path",
 ]
@@ -313,6 +314,17 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path.resolve())
+
+
+def display_worker(spec: str) -> str:
+    """A worker spec as messages show it: a path relative to the current directory when it is
+    below it (``worker.py``, ``app/api.py:handler``); a ``module:attribute`` spec unchanged."""
+    named = worker_path(spec)
+    if named is None:
+        return spec
+    head, sep, attr = spec.rpartition(":")
+    suffix = f":{attr}" if sep and attr.isidentifier() and worker_path(head) is not None else ""
+    return display_path(named) + suffix
 
 
 def _read_toml(path: Path, label: str) -> dict[str, object]:

@@ -191,7 +191,6 @@ class WritableStream(_Half):
             )
         if not chunk:
             return
-        sock.bytes_out += len(chunk)
         if sock._state is State.CONNECTING:
             sock._pending.append(chunk)
             sock._pending_size += len(chunk)
@@ -205,6 +204,7 @@ class WritableStream(_Half):
             self._check_writable()
         else:
             assert sock._transport is not None
+            sock.bytes_out += len(chunk)  # counted once handed to the connection, not queued
             sock._transport.write(chunk)
         if sock._protocol.write_paused:
             await self._drain()
@@ -225,7 +225,7 @@ class WritableStream(_Half):
 
     def _check_writable(self) -> None:
         sock = self._socket
-        sock._check_usable("write", WRITABLE)
+        sock._check_usable("write", () if sock._closing else WRITABLE)
         protocol = sock._protocol
         if sock._write_closed:
             raise SocketClosedError("write after writable.close(); the write side is closed")
@@ -244,10 +244,12 @@ class WritableStream(_Half):
         self._busy = True
         try:
             while protocol.write_paused:
-                sock._check_usable("write")
                 if protocol.lost:
+                    # The peer reset or the network failed while we waited: say so (with the
+                    # OS error as the cause) before saying the connection is gone.
                     sock._raise_if_broken()
                     raise SocketClosedError("write on a socket whose connection has ended")
+                sock._check_usable("write")
                 await protocol.wait_drained()
         finally:
             self._busy = False
