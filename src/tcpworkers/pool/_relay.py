@@ -1,5 +1,9 @@
 """The relay: one client connection served in transaction mode over the pool.
 
+Size: over the ~450-line guideline on purpose: the relay is one client's state machine (the
+pending-completions queue, the statement mapping, acquire and release), kept in one class so
+every transition can be read against the theory of operation below.
+
 Theory of operation. A client task reads the client's messages; it holds no server connection
 between transactions (``CL_IDLE``). The first message of a transaction acquires one
 (``CL_WAITING`` -> ``CL_ACTIVE``) and starts a server task that forwards the server's answers to
