@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.pool._wire import BackendParser
 
-from .conftest import DATABASE, PASSWORD, USER, Binding, eventually, serve_binding
+from .conftest import DATABASE, DIRECT, PASSWORD, USER, Binding, eventually, serve_binding
 
 
 class RawClient:
@@ -227,3 +228,48 @@ async def test_a_newer_protocol_minor_is_negotiated_down_to_3_0(single: Binding)
         assert "DataRow" in await c.send(m.Query("select 1"))
     finally:
         await c.close()
+
+
+async def test_an_injected_parse_skipped_after_an_error_is_injected_again(single: Binding) -> None:
+    c = await RawClient.connect(single)
+    other = await RawClient.connect(single)
+    try:
+        assert await c.send(m.Parse("s", "select 7"), m.Sync()) == [
+            "ParseComplete",
+            "ReadyForQuery",
+        ]
+        # Another client's DISCARD ALL drops every statement on the (only) server connection.
+        assert "CommandComplete" in await other.send(m.Query("DISCARD ALL"))
+        names = await c.send(
+            m.Bind("", "no_such_statement"),  # fails: the server skips to Sync...
+            m.Bind("", "s"),  # ...including the Parse the pooler puts before this Bind
+            m.Execute(),
+            m.Sync(),
+        )
+        assert names == ["ErrorResponse", "ReadyForQuery"]
+        names = await c.send(m.Bind("", "s"), m.Execute(), m.Sync())
+        assert names == ["BindComplete", "DataRow", "CommandComplete", "ReadyForQuery"]
+    finally:
+        await c.close()
+        await other.close()
+
+
+async def test_a_terminated_server_gives_the_client_one_fatal(single: Binding) -> None:
+    c = await RawClient.connect(single)
+    try:
+        await c.send(m.Query("BEGIN"))
+        c.writer.write(m.Query("select pg_backend_pid()").encode())
+        rows = [x for x in await c.until_ready() if isinstance(x, m.DataRow)]
+        pid = int(rows[0].values[0] or b"0")
+        direct = await asyncpg.connect(DIRECT)
+        try:
+            assert await direct.fetchval("select pg_terminate_backend($1)", pid)
+        finally:
+            await direct.close()
+        error = await c.next()
+        assert isinstance(error, m.ErrorResponse)
+        assert (error.get("S"), error.sqlstate) == ("FATAL", "57P01")
+        c.parser.feed(await c.reader.read())  # then the end of the stream, nothing else
+        assert c.parser.next_message() is None
+    finally:
+        c.writer.close()

@@ -1,5 +1,9 @@
 """The relay: one client connection served in transaction mode over the pool.
 
+Size: over the ~450-line guideline on purpose: the relay is one client's state machine (the
+pending-completions queue, the statement mapping, acquire and release), kept in one class so
+every transition can be read against the theory of operation below.
+
 Theory of operation. A client task reads the client's messages; it holds no server connection
 between transactions (``CL_IDLE``). The first message of a transaction acquires one
 (``CL_WAITING`` -> ``CL_ACTIVE``) and starts a server task that forwards the server's answers to
@@ -17,7 +21,9 @@ entry so it reaches the client in order (``parse_saved``). A Bind or Describe of
 current server lacks is preceded by a Parse the pooler injects and whose ParseComplete it drops.
 Close of a statement only forgets the client's name (CloseComplete synthesised); the server keeps
 the statement for other clients until the connection is reset or closed. An ErrorResponse in the
-extended protocol makes the server skip to Sync; the entries it skips are dropped too.
+extended protocol makes the server skip to Sync; the entries it skips are dropped too. With
+``prepared_statements=False`` (PgBouncer in transaction mode upstream) the server keeps nothing:
+each statement is prepared unnamed in the transaction that uses it.
 
 Pinning (``_sql``): SQL that outlives its transaction, or a reported parameter still changed at
 ReadyForQuery 'I', keeps the server connection with the client until it disconnects; it is then
@@ -29,382 +35,16 @@ an unknown state: its query is cancelled and the connection discarded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections import deque
-from typing import Final
 
-from tcpworkers.errors import PgProtocolError, PoolTimeoutError
+from tcpworkers.errors import PgProtocolError
 
 from . import _messages as m
+from ._client import RelayClient
 from ._login import LOGIN_TIMEOUT, fatal, login
 from ._pool import Pool
-from ._server import PooledServer, ServerStatement, StatementKey
-from ._sql import analyze, changed_parameters
-from ._state import ClientState, Event, next_state
-from ._wire import (
-    Frame,
-    FrontendParser,
-    bind_statement,
-    decode_backend,
-    decode_frontend,
-    error_response,
-)
+from ._state import Event
 
 __all__ = ["serve_client"]
-
-log = logging.getLogger("tcpworkers.pool")
-
-_READ: Final = 65536
-_ENDS_Z: Final = frozenset(b"Z")
-_NEVER: Final[frozenset[int]] = frozenset()
-_ENDS: Final = {
-    ord("P"): frozenset(b"1"),
-    ord("B"): frozenset(b"2"),
-    ord("C"): frozenset(b"3"),
-    ord("D"): frozenset(b"Tn"),
-    ord("E"): frozenset(b"CIs"),
-    ord("S"): _ENDS_Z,
-    ord("Q"): _ENDS_Z,
-    ord("F"): _ENDS_Z,
-}
-# What the server task must look at: the front entry's completions, errors, ParameterStatus.
-_STOP_IDLE: Final = frozenset(b"ES")
-_STOPS: Final = {ends: ends | _STOP_IDLE for ends in {*_ENDS.values(), _NEVER}}
-# Pending entry actions: forward the completion; drop it (the pooler sent the message); emit
-# synthetic bytes when the entry reaches the front; a Parse whose ParseComplete marks a server
-# statement ready (forwarded or dropped).
-_FORWARD, _DROP, _SYNTHETIC, _PARSE_FORWARD, _PARSE_DROP = range(5)
-_PARSE_COMPLETE: Final = m.ParseComplete().encode()
-_CLOSE_COMPLETE: Final = m.CloseComplete().encode()
-_READY_IDLE: Final = m.ReadyForQuery("I").encode()
-
-_Entry = tuple[frozenset[int], int, ServerStatement | bytes | None]
-
-
-class _Client:
-    """One client connection's relay state (see the module docstring)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool: Pool):
-        self.reader = reader
-        self.writer = writer
-        self.pool = pool
-        self.state = ClientState.CL_LOGIN
-        self.server: PooledServer | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.pending: deque[_Entry] = deque()
-        self.statements: dict[str, StatementKey] = {}
-        self.unnamed: StatementKey | None = None
-        self.txn_status = "I"
-        self.skipping = False  # after a local error: drop messages up to Sync
-        self.boundary = True  # the last thing the server said ended a transaction (RFQ 'I')
-        self.gone = False
-
-    def move(self, event: Event) -> None:
-        self.state = next_state(self.state, event)
-
-    # -- client -> server ------------------------------------------------------------------------
-
-    async def run(self, parser: FrontendParser) -> None:
-        while True:
-            batch: list[bytes] = []  # for self.server, written once per chunk (or before an await)
-            for frame in parser.frames():
-                kind = frame.type
-                if kind == 88:  # Terminate
-                    self.send(batch)
-                    return
-                if self.skipping:
-                    if kind == 83:  # Sync
-                        self.skipping = False
-                        self.writer.write(_READY_IDLE)
-                    continue
-                server = self.server
-                if server is None:
-                    server = await self.bind(frame.type)
-                    if server is None:
-                        continue
-                out = self.route(server, frame)
-                if out:
-                    batch.append(out)
-            self.send(batch)
-            pending = self.pending
-            if pending and all(entry[1] == _SYNTHETIC for entry in pending):
-                self.writer.write(b"".join(self.leading_synthetic()))  # no server answer to await
-            if self.server is not None:
-                await self.server.link.writer.drain()
-            data = await self.reader.read(_READ)
-            if not data:
-                return
-            parser.feed(data)
-
-    def send(self, batch: list[bytes]) -> None:
-        if batch and self.server is not None:
-            self.server.link.writer.write(b"".join(batch))
-        batch.clear()
-
-    def leading_synthetic(self) -> list[bytes]:
-        """Answers made here that no outstanding server answer precedes: due now, in order."""
-        out: list[bytes] = []
-        pending = self.pending
-        while pending and pending[0][1] == _SYNTHETIC:
-            data = pending.popleft()[2]
-            assert isinstance(data, bytes)
-            out.append(data)
-        return out
-
-    async def bind(self, kind: int) -> PooledServer | None:
-        """Acquire a server connection for a new transaction; on failure answer the client as a
-        server would (ErrorResponse; then ReadyForQuery now or at the next Sync)."""
-        self.move(Event.ACQUIRE)
-        try:
-            server = await self.pool.acquire()
-        except Exception as exc:
-            self.move(Event.TIMEOUT)
-            if isinstance(exc, PoolTimeoutError):
-                sqlstate, message = "53300", str(exc)
-            else:
-                sqlstate = getattr(exc, "sqlstate", "") or "08006"
-                message = f"pool binding {self.pool.name!r} has no server connection: {exc}"
-                log.warning("pool %s: %s", self.pool.name, exc)
-            self.writer.write(error_response(sqlstate, message))
-            if kind in (81, 83, 70):  # Query, Sync, FunctionCall: the cycle ends here
-                self.writer.write(_READY_IDLE)
-            else:
-                self.skipping = True
-            return None
-        self.move(Event.ASSIGN)
-        self.server = server
-        self.txn_status = "I"
-        self.boundary = True
-        self.task = asyncio.get_running_loop().create_task(self.pump(server))
-        return server
-
-    def route(self, server: PooledServer, frame: Frame) -> bytes:
-        kind, raw = frame
-        pending = self.pending
-        self.boundary = False
-        if kind == 80:  # Parse
-            return self.parse(server, decode_frontend(frame))
-        if kind == 66 or kind == 68:  # Bind, Describe
-            if kind == 68 and raw[5] != 83:  # Describe portal
-                pending.append((_ENDS[kind], _FORWARD, None))
-                return raw
-            body = raw[5:]
-            if kind == 66:
-                head, name, rest = bind_statement(body)
-            else:
-                head, name, rest = 1, body[1:-1].decode("utf-8", "surrogateescape"), len(body)
-            out = self.ensure(server, name)
-            if out is None:  # unknown to the pooler: let the server say so
-                pending.append((_ENDS[kind], _FORWARD, None))
-                return raw
-            prefix, server_name = out
-            new_body = body[:head] + m.cstr(server_name) + body[rest:]
-            pending.append((_ENDS[kind], _FORWARD, None))
-            return prefix + m.typed(raw[:1], new_body)
-        if kind == 67 and raw[5] == 83:  # Close statement
-            name = raw[6:-1].decode("utf-8", "surrogateescape")
-            if name:
-                self.statements.pop(name, None)
-                self.synthetic(_CLOSE_COMPLETE)
-                return b""
-            self.unnamed = server.unnamed = None
-        elif kind == 81:  # Query
-            query = decode_frontend(frame)
-            assert isinstance(query, m.Query)
-            self.effects(server, query.sql)
-            server.unnamed = None
-        ends = _ENDS.get(kind)
-        if ends is not None:
-            pending.append((ends, _FORWARD, None))
-        elif kind not in (72, 100, 99, 102):  # Flush, CopyData, CopyDone, CopyFail
-            raise PgProtocolError(f"unexpected {chr(kind)!r} message from the client")
-        return raw
-
-    def parse(self, server: PooledServer, message: m.Message) -> bytes:
-        assert isinstance(message, m.Parse)
-        key = (message.sql, message.param_types)
-        self.effects(server, message.sql)
-        if not message.name:
-            self.unnamed = server.unnamed = key
-            self.pending.append((_ENDS[80], _FORWARD, None))
-            return message.encode()
-        self.statements[message.name] = key
-        known = server.statements.get(key)
-        if known is not None:
-            self.pool.parse_saved += 1
-            self.synthetic(_PARSE_COMPLETE)
-            return b""
-        self.pool.parse_forwarded += 1
-        known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_FORWARD, known))
-        return m.Parse(known.name, message.sql, message.param_types).encode()
-
-    def ensure(self, server: PooledServer, name: str) -> tuple[bytes, str] | None:
-        """(a Parse to inject first or b"", the server's name) for client statement ``name``."""
-        if not name:
-            if self.unnamed is None or server.unnamed == self.unnamed:
-                return b"", ""
-            server.unnamed = unnamed = self.unnamed
-            self.pending.append((_ENDS[80], _DROP, None))
-            return m.Parse("", unnamed[0], unnamed[1]).encode(), ""
-        key = self.statements.get(name)
-        if key is None:
-            return None
-        self.effects(server, key[0])
-        known = server.statements.get(key)
-        if known is not None:
-            return b"", known.name
-        known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_DROP, known))
-        return m.Parse(known.name, key[0], key[1]).encode(), known.name
-
-    def synthetic(self, data: bytes) -> None:
-        """Queue a locally made answer; it goes out once every answer before it has (merged
-        into the same write as the server's next answers when there are any)."""
-        self.pending.append((_NEVER, _SYNTHETIC, data))
-
-    def effects(self, server: PooledServer, sql: str) -> None:
-        found = analyze(sql)
-        if found.forgets_prepared:
-            server.forget_statements()
-        if found.pins:
-            self.pin(server, found.pins[0])
-
-    def pin(self, server: PooledServer, reason: str) -> None:
-        if self.state is not ClientState.CL_PINNED:
-            self.move(Event.PIN)
-            self.pool.pin(server, reason)
-
-    # -- server -> client ------------------------------------------------------------------------
-
-    async def pump(self, server: PooledServer) -> None:
-        reader, parser = server.link.reader, server.parser
-        try:
-            while True:
-                data = await reader.read(_READ)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
-                parser.feed(data)
-                out: list[bytes] = []
-                done = self.answers(server, out)
-                if out:
-                    self.writer.write(b"".join(out))
-                if done:
-                    self.server = self.task = None
-                    self.move(Event.RELEASE)
-                    self.pool.release(server)
-                    return
-                await self.client_drain()
-        except (OSError, PgProtocolError) as exc:
-            if self.gone:
-                return
-            log.info("pool %s: server connection %r failed: %s", self.pool.name, server, exc)
-            self.server = self.task = None
-            self.pending.clear()
-            self.pool.discard(server, "broken")
-            self.writer.write(
-                fatal(
-                    "08006",
-                    f"pool binding {self.pool.name!r}: the server "
-                    f"connection was lost ({exc}); reconnect and retry",
-                )
-            )
-            self.hang_up()
-
-    async def client_drain(self) -> None:
-        try:
-            await self.writer.drain()
-        except OSError:
-            self.hang_up()
-            raise
-
-    def hang_up(self) -> None:
-        self.gone = True
-        self.writer.close()
-
-    def answers(self, server: PooledServer, out: list[bytes]) -> bool:
-        """Forward what the server sent; True when the transaction ended (release now).
-
-        Only completions of the front entry, errors and ParameterStatus are looked at; every
-        other message (rows above all) is forwarded in bulk by ``scan``."""
-        pending = self.pending
-        parser = server.parser
-        while True:
-            if pending and pending[0][1] == _SYNTHETIC:
-                out.extend(self.leading_synthetic())
-            entry = pending[0] if pending else None
-            passed, frame = parser.scan(_STOPS[entry[0]] if entry is not None else _STOP_IDLE)
-            if passed:
-                out.append(passed)
-            if frame is None:
-                break
-            kind, raw = frame
-            if entry is not None and kind in entry[0]:
-                pending.popleft()
-                action, data = entry[1], entry[2]
-                if isinstance(data, ServerStatement):
-                    data.ready = True
-                if action in (_FORWARD, _PARSE_FORWARD):
-                    out.append(raw)
-                if kind == 90:  # ReadyForQuery
-                    self.ready(server, chr(raw[5]))
-                continue
-            if kind == 69 and entry is not None and entry[0] is not _ENDS_Z:  # ErrorResponse
-                self.skip_to_sync(server)
-            elif kind == 83:  # ParameterStatus
-                status = decode_backend(frame)
-                assert isinstance(status, m.ParameterStatus)
-                server.parameters[status.name] = status.value
-            out.append(raw)
-        return self.boundary and self.state is not ClientState.CL_PINNED
-
-    def ready(self, server: PooledServer, txn_status: str) -> None:
-        self.txn_status = txn_status
-        self.boundary = txn_status == "I" and not self.pending
-        if (
-            self.boundary
-            and server.parameters != server.baseline
-            and changed_parameters(server.baseline, server.parameters)
-        ):
-            self.pin(server, "parameter_status")
-
-    def skip_to_sync(self, server: PooledServer) -> None:
-        """After an error the server ignores messages up to Sync; so do their entries."""
-        pending = self.pending
-        while pending and pending[0][0] is not _ENDS_Z:
-            statement = pending.popleft()[2]
-            if (
-                isinstance(statement, ServerStatement)
-                and server.statements.get(statement.key) is statement
-                and not statement.ready
-            ):
-                del server.statements[statement.key]
-
-    # -- end ---------------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        """Give the server connection back (or discard it). Synchronous: cannot be cancelled."""
-        task, server = self.task, self.server
-        self.gone = True
-        if task is not None:
-            task.cancel()
-        if server is None:
-            return
-        self.server = self.task = None
-        if self.pending:
-            self.pool.discard(server, "client_gone_mid_request")
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(_cancel_quietly(self.pool, server))
-        else:  # between messages: a reset (with ROLLBACK unless at a transaction's end) suffices
-            pinned = self.state is ClientState.CL_PINNED
-            status = self.txn_status if self.boundary or self.txn_status != "I" else "T"
-            self.pool.release(server, dirty=pinned, txn_status=status)
-
-
-async def _cancel_quietly(pool: Pool, server: PooledServer) -> None:
-    with contextlib.suppress(Exception):
-        await pool.cancel(server)
 
 
 async def serve_client(
@@ -418,7 +58,7 @@ async def serve_client(
 ) -> None:
     """Serve one client connection of a pool binding until it disconnects; never raises for
     what the client or the server does (errors go to the client as ErrorResponses)."""
-    client = _Client(reader, writer, pool)
+    client = RelayClient(reader, writer, pool)
     key = pool.new_client_key()
     pool.clients += 1
     try:
