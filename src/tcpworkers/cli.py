@@ -46,6 +46,7 @@ from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp
+from tcpworkers.runtime._pgbinding import check_postgres_bindings
 from tcpworkers.runtime._settings import Mode
 from tcpworkers.runtime._worker import Worker, load_worker
 
@@ -292,6 +293,15 @@ def _check(config: Config, shown: str | None) -> int:
         return 1
     for line in _summary(config, label, worker):
         print(line)
+    postgres = [b.postgres for b in config.bindings.values() if b.postgres is not None]
+    if postgres:
+        lines, errors = check_postgres_bindings(postgres, config.server.workers)
+        for line in lines:
+            print(line)
+        for error in errors:
+            print(f"tcpworkers check: error: {error}", file=sys.stderr)
+        if errors:
+            return 1
     print(f"ok: {label} is ready to serve")
     return 0
 
