@@ -14,10 +14,19 @@ from tcpworkers import errors
 from tcpworkers._fetch import fetch
 from tcpworkers._loop import run
 from tcpworkers._version import __version__ as __version__
-from tcpworkers.runtime import Headers, Request, Response, WorkerEntrypoint
+from tcpworkers.runtime import (
+    Env,
+    ExecutionContext,
+    Headers,
+    Request,
+    Response,
+    WorkerEntrypoint,
+)
 from tcpworkers.sockets import Socket, SocketInfo, TlsOptions, connect
 
 __all__ = [
+    "Env",
+    "ExecutionContext",
     "Headers",
     "Request",
     "Response",

@@ -21,6 +21,10 @@ The file lives next to the worker (or is named with ``--config``). Every section
     max_sockets = 6               # simultaneous connections per request
     slot_timeout = 30             # seconds a connection may wait for a slot
     wall_time = 60                # seconds per request, including ctx.wait_until work
+    max_header_size = 65536       # bytes of request line + headers (more: 431)
+    max_headers = 100             # header lines per request (more: 431)
+    header_timeout = 10           # seconds to send a request head (then 408, closed)
+    max_connections = 1000        # open connections per server process (more: 503)
 
     [server]
     host = "127.0.0.1"
@@ -93,7 +97,15 @@ _MAX_PORT: Final = 65535
 _ENV_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _TOP_KEYS: Final = ("worker", "vars", "secrets", "egress", "limits", "server", "bindings")
-_LIMITS_KEYS: Final = ("max_sockets", "slot_timeout", "wall_time")
+_LIMITS_KEYS: Final = (
+    "max_sockets",
+    "slot_timeout",
+    "wall_time",
+    "max_header_size",
+    "max_headers",
+    "header_timeout",
+    "max_connections",
+)
 _SERVER_KEYS: Final = ("host", "port", "workers", "metrics", "log_format", "shutdown_timeout")
 
 
@@ -559,6 +571,14 @@ class _Resolver:
             max_sockets=self.positive_int(table, "max_sockets", "limits", defaults.max_sockets),
             slot_timeout=self.seconds(table, "slot_timeout", "limits", defaults.slot_timeout),
             wall_time=None if wall_time is None else self.seconds(table, "wall_time", "limits", 0),
+            max_header_size=self.positive_int(
+                table, "max_header_size", "limits", defaults.max_header_size
+            ),
+            max_headers=self.positive_int(table, "max_headers", "limits", defaults.max_headers),
+            header_timeout=self.seconds(table, "header_timeout", "limits", defaults.header_timeout),
+            max_connections=self.positive_int(
+                table, "max_connections", "limits", defaults.max_connections
+            ),
         )
 
     def server(self, data: Mapping[str, object], overrides: Overrides) -> ServerSettings:

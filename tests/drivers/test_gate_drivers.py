@@ -22,10 +22,12 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tcpworkers.drivers import ungated
 from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import EgressDeniedError, SocketLimitError
 from tcpworkers.testing import TestCA
+
+from ..waiting import eventually
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
 PG_SOCKET_DIR = "/var/run/postgresql"
@@ -36,7 +38,7 @@ NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 
 async def pg_backends(application_name: str) -> int:
     """How many server connections carry ``application_name`` (seen from outside any scope)."""
-    with ungated():
+    with trusted_connections():
         conn = await asyncpg.connect(**PG)
     try:
         count: int = await conn.fetchval(
@@ -114,7 +116,7 @@ async def test_driver_connections_share_the_per_request_limit() -> None:
 
 async def test_runtime_internal_connections_are_not_gated() -> None:
     async with request_scope(EgressPolicy.none(), max_sockets=1) as scope:
-        with ungated():
+        with trusted_connections():
             conn = await asyncpg.connect(**PG)
         assert await conn.fetchval("SELECT 3") == 3
         assert scope.open_resources == ()
@@ -225,8 +227,7 @@ async def test_aiosmtplib_left_connected_is_closed_at_scope_end(
     async with request_scope() as scope:
         client = await smtp_connect(port, ca)
     assert scope.stats.closed_at_end == 1
-    await asyncio.sleep(0.05)
-    assert not client.is_connected
+    await eventually(lambda: not client.is_connected, what="aiosmtplib saw the close")
 
 
 async def test_aiosmtplib_to_a_denied_host(smtp_server: tuple[int, _Inbox]) -> None:

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tcpworkers.drivers import ungated
 from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.testing import LocalRedis, untrusted_ca
 
@@ -29,7 +29,7 @@ async def connected_names(server: LocalRedis) -> set[str]:
     request scope)."""
     observer = aioredis.Redis(host=server.host, port=server.port)
     try:
-        with ungated():
+        with trusted_connections():
             return {c.get("name", "") for c in await observer.client_list()}
     finally:
         await observer.aclose()

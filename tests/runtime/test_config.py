@@ -26,6 +26,9 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import TcpworkersError
 from tcpworkers.runtime._settings import Limits
 
+# Test tier: in memory (config files under tmp_path count as memory); see tests/_tiers.py.
+pytestmark = pytest.mark.unit
+
 ENV = {"MY_API_KEY": "s3cr3t-value", "DB_PASSWORD": "hunter22"}
 
 SAMPLE = """\
@@ -49,6 +52,10 @@ allow_ports = ["5432", "6379"]
 max_sockets = 4
 slot_timeout = 2.5
 wall_time = 60
+max_header_size = 32768
+max_headers = 50
+header_timeout = 5
+max_connections = 200
 
 [server]
 host = "0.0.0.0"
@@ -136,7 +143,15 @@ def test_the_sample_file(project: Path) -> None:
     }
     assert dict(config.runtime.secrets) == {"API_KEY": "s3cr3t-value"}
     assert dict(config.secret_sources) == {"API_KEY": "MY_API_KEY"}
-    assert config.runtime.limits == Limits(max_sockets=4, slot_timeout=2.5, wall_time=60.0)
+    assert config.runtime.limits == Limits(
+        max_sockets=4,
+        slot_timeout=2.5,
+        wall_time=60.0,
+        max_header_size=32768,
+        max_headers=50,
+        header_timeout=5.0,
+        max_connections=200,
+    )
     assert config.runtime.policy == EgressPolicy.from_config(
         {"preset": "serve", "allow": ["10.0.0.0/8", "*.internal"], "allow_ports": ["5432", "6379"]}
     )
@@ -361,7 +376,7 @@ ERRORS = [
     (
         "[limits]\nmax_socket = 3\n",
         f'{F}: limits.max_socket: unknown key; did you mean "max_sockets"? '
-        "(expected one of max_sockets, slot_timeout, wall_time)",
+        "(expected one of max_sockets, slot_timeout, wall_time,",
     ),
     ("[server]\nprot = 1\n", f'{F}: server.prot: unknown key; did you mean "port"?'),
     # worker
@@ -429,6 +444,10 @@ ERRORS = [
     ("[limits]\nslot_timeout = inf\n", f"{F}: limits.slot_timeout: expected a positive number of seconds, got inf"),
     ('[limits]\nslot_timeout = "5s"\n', f'{F}: limits.slot_timeout: expected a positive number of seconds, got "5s"'),
     ("[limits]\nwall_time = 0\n", f"{F}: limits.wall_time: expected a positive number of seconds, got 0"),
+    ("[limits]\nmax_header_size = 0\n", f"{F}: limits.max_header_size: expected a positive integer, got 0"),
+    ('[limits]\nmax_headers = "100"\n', f'{F}: limits.max_headers: expected a positive integer, got "100"'),
+    ("[limits]\nheader_timeout = 0\n", f"{F}: limits.header_timeout: expected a positive number of seconds, got 0"),
+    ("[limits]\nmax_connections = 1.5\n", f"{F}: limits.max_connections: expected a positive integer, got 1.5"),
     ("limits = 5\n", f"{F}: limits: expected a table ([limits]), got 5"),
     # server
     ('[server]\nhost = ""\n', f'{F}: server.host: expected an address to listen on, such as "0.0.0.0", got ""'),

@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 
 from tcpworkers.config import load_config
-from tcpworkers.drivers import ungated
 from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.runtime import RuntimeSettings, VarValue
 from tcpworkers.testing import EchoServer, TestCA, serve_worker
 
@@ -178,7 +178,7 @@ async def test_redis_worker_counts_visits() -> None:
             records = await recorder.wait_for(2)
         assert all(r.stats.sockets_opened == 1 for r in records)
     finally:
-        with ungated():
+        with trusted_connections():
             client = aioredis.from_url(REDIS_URL)
             await client.delete(f"tcpworkers:example:visits:{prefix}/page")
             await client.aclose()

@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 
 from tcpworkers import Headers
 
+# Test tier: in memory; see tests/_tiers.py.
+pytestmark = pytest.mark.unit
+
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 names = st.text(alphabet=TCHARS, min_size=1, max_size=20)
 # Values as they come out of Headers: latin-1, no controls but HTAB, no edge whitespace.

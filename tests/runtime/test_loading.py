@@ -21,6 +21,9 @@ from tcpworkers.runtime import (
 
 from .worker_helpers import worker_file
 
+# Test tier: in memory (worker modules under tmp_path count as memory); see tests/_tiers.py.
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("spec", "kind", "target"),

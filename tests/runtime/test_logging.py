@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -26,6 +25,8 @@ from tcpworkers.runtime._logging import (
     set_secrets,
 )
 from tcpworkers.runtime._settings import RequestRecord
+
+from ..waiting import eventually
 
 
 def record(status: int = 200, error: BaseException | None = None, **stats: Any) -> RequestRecord:
@@ -198,7 +199,7 @@ async def test_access_log_flushes_in_batches_inside_the_loop() -> None:
             log.info("line %d", i)
         assert stream.getvalue().count("\n") == 100  # written at once...
         assert stream.flushes == 0  # ...flushed once, later
-        await asyncio.sleep(0.05)
+        await eventually(lambda: stream.flushes > 0, what="the batch was flushed")
         assert stream.flushes == 1
     finally:
         log.removeHandler(handler)

@@ -23,6 +23,9 @@ from tcpworkers.runtime import (
 )
 from tcpworkers.testing import EchoServer
 
+# Test tier: in memory (no server); see tests/_tiers.py.
+pytestmark = pytest.mark.unit
+
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
@@ -336,6 +339,7 @@ async def test_drain_waits_for_tasks_started_by_tasks_and_cancels_at_the_limit()
     assert slow.pending == 0
 
 
+@pytest.mark.integration  # a loopback echo server
 async def test_wait_until_sockets_belong_to_the_request() -> None:
     async with EchoServer() as echo:
         scope = RequestScope(label="GET /x")

@@ -13,6 +13,7 @@ from tcpworkers import Request, Response, connect
 from tcpworkers.runtime import CLIENT_CLOSED_REQUEST, Env, ExecutionContext
 from tcpworkers.testing import serve_worker
 
+from ..waiting import eventually
 from .worker_helpers import MIB, Blaster, Recorder
 
 # Bytes that may legitimately be in flight between the blaster and the client when everything
@@ -49,6 +50,7 @@ async def blast(request: Request, env: Env, ctx: ExecutionContext) -> Response:
     return Response(sock.readable, headers={"content-type": "application/octet-stream"})
 
 
+@pytest.mark.slow  # a large transfer
 async def test_streams_100_mib_from_a_socket_with_flat_memory(blaster: Blaster) -> None:
     recorder = Recorder()
     received = 0
@@ -94,7 +96,7 @@ async def test_client_leaving_mid_stream_closes_the_socket(
         # Leaving the block closed the client's connection mid-body.
         await asyncio.wait_for(blaster.peer_gone.wait(), 5)  # the sender saw the close
         (record,) = await recorder.wait_for(1)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: request_tasks() == [], what="the request's tasks ended")
         leftovers = request_tasks()
     assert not blaster.finished.is_set()
     assert blaster.sent < 100 * MIB

@@ -13,6 +13,7 @@ from tcpworkers.errors import (
     SocketClosedError,
 )
 
+from ..waiting import started
 from .conftest import Peer
 
 
@@ -136,8 +137,7 @@ async def test_close_flushes_pending_writes(peer: Peer) -> None:
 async def test_pending_read_raises_closed_when_the_socket_is_closed(peer: Peer) -> None:
     sock = await peer.open()
     await sock.opened
-    reader = asyncio.ensure_future(sock.readable.read())
-    await asyncio.sleep(0.01)
+    reader = await started(sock.readable.read())  # blocked: nothing was sent
     await sock.close()
     with pytest.raises(SocketClosedError):
         await reader
@@ -146,8 +146,7 @@ async def test_pending_read_raises_closed_when_the_socket_is_closed(peer: Peer) 
 async def test_two_concurrent_reads_are_busy(peer: Peer) -> None:
     sock = await peer.open()
     await sock.opened
-    first = asyncio.ensure_future(sock.readable.read())
-    await asyncio.sleep(0.01)
+    first = await started(sock.readable.read())
     with pytest.raises(SocketBusyError, match="already reading"):
         await sock.readable.read()
     await sock.writable.write(b"!")

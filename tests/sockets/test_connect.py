@@ -144,6 +144,7 @@ async def test_close_while_connecting_aborts_at_once(blackhole: tuple[str, int])
 async def test_happy_eyeballs_moves_on_from_a_stalled_address(
     blackhole: tuple[str, int],
 ) -> None:
+    loop = asyncio.get_running_loop()
     async with EchoServer(host="::1") as v6_server:
 
         async def both(host: str, port: int) -> list[Target]:
@@ -153,13 +154,30 @@ async def test_happy_eyeballs_moves_on_from_a_stalled_address(
                 Target(socket.AF_INET6, ("::1", v6_server.port, 0, 0)),
             ]
 
-        loop = asyncio.get_running_loop()
-        with use_dialer(Dialer(resolve=both, happy_eyeballs_delay=0.1)):
-            started = loop.time()
-            sock = connect("dual.test:1", connect_timeout=5)
+        attempts: list[tuple[str, float]] = []
+        abandoned: list[str] = []
+
+        async def recording_connect(target: Target) -> socket.socket:
+            attempts.append((target.ip, loop.time()))
+            try:
+                return await Dialer().connect(target)
+            except asyncio.CancelledError:
+                abandoned.append(target.ip)
+                raise
+
+        # The black hole never answers: had connect() waited for it, it would fail after the
+        # 30 s connect_timeout instead of opening.
+        dialer = Dialer(resolve=both, connect=recording_connect, happy_eyeballs_delay=0.1)
+        with use_dialer(dialer):
+            sock = connect("dual.test:1", connect_timeout=30)
             info = await sock.opened
         assert info.remote_address == f"[::1]:{v6_server.port}"
-        assert 0.05 < loop.time() - started < 1
+        (v4, v4_at), (v6, v6_at) = attempts
+        assert (v4, v6) == (blackhole[0], "::1")  # in the resolver's order
+        # The second attempt starts when the delay has passed (timers never fire early; the
+        # allowance is the loop clock's resolution), and the stalled one is abandoned.
+        assert v6_at - v4_at >= 0.1 - 1e-3
+        assert abandoned == [blackhole[0]]
         await sock.writable.write(b"v6")
         assert await sock.readable.readexactly(2) == b"v6"
         await sock.close()

@@ -16,6 +16,8 @@ from tcpworkers.errors import IncompleteReadError, SocketBusyError, SocketClosed
 from tcpworkers.sockets import _socket
 from tcpworkers.testing import EchoServer, Fault, FaultProxy
 
+from ..waiting import eventually, started
+
 
 class FinFirstServer:
     """Sends a greeting and FIN at once, then records whatever the client still sends."""
@@ -135,14 +137,17 @@ async def test_a_peer_that_does_not_read_slows_the_writer(
         assert sock._transport.get_write_buffer_size() <= 64 * 1024 + len(chunk)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(sock.writable.write(chunk), 0.1)
-        blocked = asyncio.ensure_future(sock.writable.write(chunk))
-        await asyncio.sleep(0.05)
+        blocked = await started(sock.writable.write(chunk))  # waits on backpressure
         with pytest.raises(SocketBusyError, match="already writing"):
             await sock.writable.write(b"second writer")
         blocked.cancel()
-        started = asyncio.get_running_loop().time()
-        await sock.close()  # the peer never reads: close gives up flushing and aborts
-        assert 0.4 < asyncio.get_running_loop().time() - started < 2
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        # The peer never reads: close() waits close_flush_timeout for the flush, then aborts.
+        # The wait_for bound only turns a hang into a clear failure.
+        await asyncio.wait_for(sock.close(), 10)
+        assert loop.time() - begun >= _socket.close_flush_timeout - 1e-3  # timers never fire early
+        assert await sock.closed is None
 
 
 async def test_a_slow_reader_pauses_the_network_read(echo_server: EchoServer) -> None:
@@ -150,11 +155,10 @@ async def test_a_slow_reader_pauses_the_network_read(echo_server: EchoServer) ->
     await sock.opened
     payload = b"y" * (1024 * 1024)
     writer = asyncio.ensure_future(sock.writable.write(payload))
-    await asyncio.sleep(0.2)
-    # We read nothing yet: the receive buffer stopped growing near the high water mark, and the
+    # We read nothing yet: the receive buffer stops growing near the high water mark, and the
     # echo server (which stops reading when we do not) stalls the writer in turn.
+    await eventually(lambda: sock._protocol.reading_paused, what="reading paused")
     assert len(sock._protocol.buffer) < 1024 * 1024
-    assert sock._protocol.reading_paused
     received = await sock.readable.readexactly(len(payload))
     await writer
     assert received == payload

@@ -26,6 +26,8 @@ from tcpworkers.errors import (
 from tcpworkers.sockets import Dialer, Target, use_dialer
 from tcpworkers.testing import EchoServer
 
+from ..waiting import eventually
+
 
 @pytest.fixture
 async def echo_server() -> AsyncIterator[EchoServer]:
@@ -57,7 +59,7 @@ async def test_every_loopback_spelling_is_denied_when_loopback_is(
         with pytest.raises(EgressDeniedError, match="loopback") as info:
             await sock.opened
         assert isinstance(info.value, ConnectError)
-        assert "add an allow rule" in str(info.value)
+        assert 'remove the deny entry "loopback"' in str(info.value)
     assert scope.stats.sockets_denied == 1
     assert echo_server.accepted == 0  # nothing reached the server
 
@@ -224,6 +226,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow  # 13,000 connections
 async def test_ten_thousand_abandoning_scopes_leak_nothing(echo_server: EchoServer) -> None:
     async def handler(i: int) -> None:
         async with request_scope():
@@ -234,15 +237,18 @@ async def test_ten_thousand_abandoning_scopes_leak_nothing(echo_server: EchoServ
                 connect(echo_server.address)  # a second one, never awaited
 
     await handler(-1)  # warm-up: lazily created loop resources exist before the baseline
-    await asyncio.sleep(0.1)
+    await eventually(lambda: all(c.closed.is_set() for c in echo_server.connections))
     fds, tasks = open_fds(), len(asyncio.all_tasks())
     # Batches of 50 stay under the test server's listen backlog (a full backlog drops SYNs,
     # and the kernel retries them only after a second).
     for start in range(0, 10_000, 50):
         await asyncio.gather(*(handler(i) for i in range(start, start + 50)))
-    await asyncio.sleep(0.2)
-    assert len(asyncio.all_tasks()) == tasks
-    assert open_fds() == fds
+    # Both ends of 13,000 connections close over the next loop passes; a leak never does.
+    await eventually(
+        lambda: len(asyncio.all_tasks()) <= tasks and open_fds() <= fds,
+        within=10,
+        what=f"back to {tasks} tasks and {fds} fds",
+    )
 
 
 async def test_connections_can_be_forbidden_in_a_context() -> None:

@@ -19,6 +19,8 @@ from tcpworkers.errors import (
 )
 from tcpworkers.testing import EchoServer, StartTlsServer, TestCA, untrusted_ca
 
+from ..waiting import started
+
 
 @pytest.fixture
 async def tls_server(ca: TestCA) -> AsyncIterator[EchoServer]:
@@ -211,8 +213,7 @@ async def test_start_tls_after_close_is_refused(starttls_server: StartTlsServer)
 async def test_start_tls_during_a_read_is_busy(starttls_server: StartTlsServer) -> None:
     sock = connect(starttls_server.address, secure_transport="starttls")
     assert await sock.readable.readuntil() == b"READY\n"
-    reader = asyncio.ensure_future(sock.readable.read())
-    await asyncio.sleep(0.01)
+    reader = await started(sock.readable.read())
     with pytest.raises(SocketBusyError, match="await it first"):
         sock.start_tls()
     reader.cancel()

@@ -10,7 +10,7 @@ import ipaddress
 
 import pytest
 
-from tcpworkers.egress import AddressClass, EgressPolicy
+from tcpworkers.egress import AddressClass, EgressPolicy, HostPattern
 from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
 
 LOCALHOST_NAMES = [
@@ -74,5 +74,25 @@ def test_a_localhost_name_paired_with_another_address_is_denied(ip: str) -> None
 
 
 def test_a_host_pattern_for_localhost_names_does_not_lift_loopback() -> None:
-    policy = EgressPolicy.from_config({"preset": "serve", "allow": ["*.localhost"]})
+    # from_config refuses such a rule (below); built directly, it still permits nothing.
+    policy = EgressPolicy(
+        allow=(*EgressPolicy.serve().allow, HostPattern("localhost", wildcard=True)), name="serve"
+    )
     assert not policy.decide("db.localhost", "127.0.0.1", 5432).allowed
+
+
+@pytest.mark.parametrize("rule", ["localhost", "LOCALHOST.", "*.localhost", "db.localhost"])
+def test_an_allow_rule_that_can_never_match_is_a_config_error_with_the_fix(rule: str) -> None:
+    with pytest.raises(ValueError, match=r"^egress\.allow\[1\]: ") as info:
+        EgressPolicy.from_config({"preset": "serve", "allow": ["10.0.0.0/8", rule]})
+    message = str(info.value)
+    assert "can never allow anything" in message
+    assert 'allow = ["127.0.0.1/32"] or allow = ["loopback"]' in message
+    # The fix it names is accepted and does what it says.
+    fixed = EgressPolicy.from_config({"preset": "serve", "allow": ["127.0.0.1/32"]})
+    assert fixed.decide("localhost", "127.0.0.1", 5432).allowed
+
+
+def test_a_localhost_deny_rule_is_kept() -> None:
+    policy = EgressPolicy.from_config({"deny": ["localhost"]})
+    assert not policy.decide("localhost", "127.0.0.1", 5432).allowed

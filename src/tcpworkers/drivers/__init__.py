@@ -3,7 +3,8 @@
 Run the program on a gated loop (``tcpworkers.run`` does; or pass
 ``gated_loop_factory()`` to ``asyncio.Runner``) and every connection a driver opens inside a
 request scope is checked against the request's egress policy, counted against its limit and
-closed when the request ends, exactly like ``connect()`` sockets.
+closed when the request ends, exactly like ``connect()`` sockets. Outside request scopes the
+process-wide default policy decides (in a served runtime, the configured one).
 """
 
 from tcpworkers.drivers._loop import (
@@ -11,7 +12,6 @@ from tcpworkers.drivers._loop import (
     GateMixin,
     gated_loop_factory,
     new_gated_loop,
-    ungated,
 )
 
-__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]
+__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]

@@ -23,34 +23,39 @@ reclaimed when its transport reports ``is_closing()`` (checked whenever the requ
 slot), and bytes are counted only while the proxy was in place.
 
 The same mixin serves the stdlib loop and uvloop. The runtime's own connections (the pooler's
-server connections, for example) run outside any scope (:func:`ungated`), so the worker's
-policy never applies to them.
+server connections, for example) run in ``tcpworkers.egress._trust.trusted_connections()``,
+so the worker's policy never applies to them. Outside a request scope every other connection is
+decided by the process-wide default policy (in a served runtime, the configured one), so code
+that escapes its request (a fresh context, a thread) gets no more than a request would. The
+remaining entry points (``sock_connect``, UDP, listening) are in ``_entry.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import ssl as _ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
+from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.egress._scope import (
     RequestScope,
     check_connections_allowed,
     current_scope,
-    use_scope,
+    default_policy,
 )
+from tcpworkers.egress._trust import is_trusted, trusted_connections
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
 
-__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop", "ungated"]
+__all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
 
 # How long the scope's clean-up waits for a driver connection to close before aborting it.
 _CLOSE_WAIT = 1.0
@@ -152,7 +157,7 @@ class _BufferedProxy(_ProxyBase, asyncio.BufferedProtocol):
 _DIAL_OPTIONS = ("happy_eyeballs_delay", "interleave", "all_errors")
 
 
-class GateMixin:
+class GateMixin(EntryPointsMixin):
     """Overrides the connection-opening methods of an event loop class (see module docstring)."""
 
     async def create_connection(  # type: ignore[no-untyped-def]
@@ -171,9 +176,7 @@ class GateMixin:
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
-        check_connections_allowed()
-        scope = current_scope()
-        if scope is None:
+        if is_trusted():
             return await base.create_connection(
                 protocol_factory,
                 host,
@@ -182,6 +185,21 @@ class GateMixin:
                 family=family,
                 proto=proto,
                 flags=flags,
+                sock=sock,
+                local_addr=local_addr,
+                server_hostname=server_hostname,
+                **kwargs,
+            )
+        check_connections_allowed()
+        scope = current_scope()
+        if scope is None:
+            return await _outside_scopes(
+                base,
+                protocol_factory,
+                host,
+                port,
+                ssl=ssl,
+                family=family,
                 sock=sock,
                 local_addr=local_addr,
                 server_hostname=server_hostname,
@@ -203,27 +221,28 @@ class GateMixin:
                 server_hostname = host
             address: tuple[str, int] | None = None
             if sock is None:
-                sock, address = await _dial(scope, str(host), int(port or 0), family)
+                sock, address = await _dial(scope.policy, scope, str(host), int(port or 0), family)
             else:
-                _check_given_socket(scope, sock)
-            if address is not None:
-                # One permitted address: the base loop connects to that IP literal itself
-                # (no lookup for a literal), cheaper than sock_connect + sock=.
-                transport, protocol = await base.create_connection(
-                    lambda: conn.wrap(protocol_factory()),
-                    *address,
-                    ssl=ssl,
-                    server_hostname=server_hostname,
-                    **kwargs,
-                )
-            else:
-                transport, protocol = await base.create_connection(
-                    lambda: conn.wrap(protocol_factory()),
-                    sock=sock,
-                    ssl=ssl,
-                    server_hostname=server_hostname,
-                    **kwargs,
-                )
+                decide_given_socket(scope, sock)
+            with trusted_connections():  # decided: the base loop must not gate it again
+                if address is not None:
+                    # One permitted address: the base loop connects to that IP literal itself
+                    # (no lookup for a literal), cheaper than sock_connect + sock=.
+                    transport, protocol = await base.create_connection(
+                        lambda: conn.wrap(protocol_factory()),
+                        *address,
+                        ssl=ssl,
+                        server_hostname=server_hostname,
+                        **kwargs,
+                    )
+                else:
+                    transport, protocol = await base.create_connection(
+                        lambda: conn.wrap(protocol_factory()),
+                        sock=sock,
+                        ssl=ssl,
+                        server_hostname=server_hostname,
+                        **kwargs,
+                    )
         except BaseException:
             if sock is not None:
                 sock.close()
@@ -240,28 +259,41 @@ class GateMixin:
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
+        if is_trusted():
+            return await base.create_unix_connection(protocol_factory, path, **kwargs)
         check_connections_allowed()
         scope = current_scope()
-        if scope is None:
-            return await base.create_unix_connection(protocol_factory, path, **kwargs)
-        if is_local_endpoint(str(path)):
-            # The runtime's own listener (a pool binding): not egress, so no policy decision;
-            # still counted and closed at request end below.
-            description = f"connection to binding socket {path} (driver)"
+        policy = scope.policy if scope is not None else default_policy()
+        local = path is not None and is_local_endpoint(str(path))
+        decision = None
+        if local:
+            pass  # the runtime's own listener (a pool binding): not egress, no policy decision
+        elif path is not None or kwargs.get("sock") is None:
+            decision = policy.decide_unix(str(path))
         else:
-            decision = scope.policy.decide_unix(str(path))
-            if not decision.allowed:
+            decide_given_socket(scope, kwargs["sock"])
+        if decision is not None and not decision.allowed:
+            if scope is not None:
                 scope.record_denial()
-                raise EgressDeniedError(
-                    f"could not connect to {path}: denied by the egress policy ({decision.reason})"
-                )
-            description = f"connection to unix:{path} (driver)"
+            raise EgressDeniedError(
+                f"could not connect to {path}: denied by the egress policy ({decision.reason})"
+            )
+        if scope is None:
+            with trusted_connections():
+                return await base.create_unix_connection(protocol_factory, path, **kwargs)
+        # Still counted against the request's limit and closed at request end, binding or not.
+        description = (
+            f"connection to binding socket {path} (driver)"
+            if local
+            else f"connection to unix:{path} (driver)"
+        )
         conn = _TrackedConnection(scope, description)
         await scope.acquire(conn)
         try:
-            transport, protocol = await base.create_unix_connection(
-                lambda: conn.wrap(protocol_factory()), path, **kwargs
-            )
+            with trusted_connections():  # decided: the base loop's sock_connect must not re-gate
+                transport, protocol = await base.create_unix_connection(
+                    lambda: conn.wrap(protocol_factory()), path, **kwargs
+                )
         except BaseException:
             scope.release(conn)
             raise
@@ -288,31 +320,62 @@ class GateMixin:
 
 
 async def _dial(
-    scope: RequestScope, host: str, port: int, family: int
+    policy: EgressPolicy, scope: RequestScope | None, host: str, port: int, family: int
 ) -> tuple[socket.socket | None, tuple[str, int] | None]:
     """Resolve and check; return a connected socket, or the one permitted address for the base
     loop to connect to itself (when the system connector would be used anyway)."""
     dialer = current_dialer()
-    targets = await permitted_targets(dialer, scope.policy, host, port, scope)
+    targets = await permitted_targets(dialer, policy, host, port, scope)
     if family:
         targets = [t for t in targets if t.family == family] or targets
     if len(targets) == 1 and dialer.connect is system_connect:
         return None, (targets[0].ip, targets[0].sockaddr[1])
-    return await dialer.connect_first(targets), None
+    with trusted_connections():  # the dialer's sock_connect: already decided
+        return await dialer.connect_first(targets), None
 
 
-def _check_given_socket(scope: RequestScope, sock: socket.socket) -> None:
-    """A driver that connected its own socket: decide on the peer it actually reached."""
-    if sock.family == socket.AF_UNIX:
-        if is_local_endpoint(str(sock.getpeername())):
-            return
-        decision = scope.policy.decide_unix(str(sock.getpeername()))
+async def _outside_scopes(
+    base: Any,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    host: str | None,
+    port: int | None,
+    *,
+    ssl: _ssl.SSLContext | bool | None,
+    family: int,
+    sock: socket.socket | None,
+    local_addr: tuple[str, int] | None,
+    server_hostname: str | None,
+    **kwargs: Any,
+) -> Any:
+    """A connection made outside any request: decided by the process-wide default policy (in
+    a served runtime, the configured one), neither counted nor closed by anyone but its owner."""
+    if ssl and server_hostname is None and sock is None:
+        server_hostname = host
+    address: tuple[str, int] | None = None
+    if sock is None:
+        for option in _DIAL_OPTIONS:
+            kwargs.pop(option, None)
+        sock, address = await _dial(default_policy(), None, str(host), int(port or 0), family)
     else:
-        ip, port = sock.getpeername()[:2]
-        decision = scope.policy.decide(ip, ip, port)
-    if not decision.allowed:
-        scope.record_denial()
-        raise EgressDeniedError(f"connection denied by the egress policy ({decision.reason})")
+        decide_given_socket(None, sock)
+    try:
+        with trusted_connections():
+            if address is not None:
+                return await base.create_connection(
+                    protocol_factory,
+                    *address,
+                    ssl=ssl,
+                    server_hostname=server_hostname,
+                    local_addr=local_addr,
+                    **kwargs,
+                )
+            return await base.create_connection(
+                protocol_factory, sock=sock, ssl=ssl, server_hostname=server_hostname, **kwargs
+            )
+    except BaseException:
+        if sock is not None and address is None:
+            sock.close()
+        raise
 
 
 class GatedEventLoop(GateMixin, asyncio.SelectorEventLoop):
@@ -341,16 +404,25 @@ def gated_loop_factory(*, prefer_uvloop: bool = True) -> Callable[[], asyncio.Ab
     return GatedEventLoop
 
 
+class _GatedLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An event loop policy whose new loops are gated (``asyncio.run`` in a thread, too)."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return new_gated_loop()
+
+
+def gate_every_new_loop() -> None:
+    """Make every loop asyncio creates from now on a gated one (idempotent).
+
+    A served runtime calls this at start-up: a worker that runs ``asyncio.run(...)`` in a
+    thread gets a gated loop, so its drivers pass the process-wide default policy too.
+    """
+    if not isinstance(asyncio.get_event_loop_policy(), _GatedLoopPolicy):
+        asyncio.set_event_loop_policy(_GatedLoopPolicy())
+
+
 def new_gated_loop() -> asyncio.AbstractEventLoop:
     """A new gated loop (uvloop unless ``TCPWORKERS_LOOP=asyncio``); a zero-argument loop
     factory, as ``uvicorn --loop tcpworkers.drivers:new_gated_loop`` expects."""
     prefer_uvloop = os.environ.get("TCPWORKERS_LOOP", "").lower() != "asyncio"
     return gated_loop_factory(prefer_uvloop=prefer_uvloop)()
-
-
-@contextlib.contextmanager
-def ungated() -> Iterator[None]:
-    """Run a block outside any request scope: for the runtime's own connections, which the
-    worker's egress policy and limits must not govern."""
-    with use_scope(None):
-        yield

@@ -586,6 +586,34 @@ class EgressPolicy:
             deciding = rule
         return verdict.allow("; ".join(reasons), deciding)
 
+    def fix(self, decision: Decision) -> tuple[str, str] | None:
+        """What change to the policy's config table would permit a refused destination.
+
+        Args:
+            decision: a refusal this policy made.
+
+        Returns:
+            ``("add", 'allow = ["127.0.0.1/32"]')`` (a line to add, merged with any list of
+            that name already there), ``("remove", 'deny entry "10.9.0.0/16"')`` (a deny rule
+            or range that refused it: deny wins, so nothing added to allow would help), or
+            ``None`` when no config change can permit it (a localhost name paired with a
+            non-loopback address).
+        """
+        if decision.allowed:
+            return None
+        if self._check_port(decision.port) is not None:
+            if isinstance(decision.rule, PortRange):
+                return "remove", f'deny_ports entry "{decision.rule}"'
+            return "add", f'allow_ports = ["{decision.port}"]'
+        if isinstance(decision.rule, ClassRule | NetworkRule | HostPattern):
+            return "remove", f'deny entry "{decision.rule}"'
+        if is_localhost_name(decision.host) and decision.address_class is not (
+            AddressClass.LOOPBACK
+        ):
+            return None
+        bits = 32 if decision.address.version == 4 else 128
+        return "add", f'allow = ["{decision.address}/{bits}"]'
+
     def _check_port(self, port: int) -> tuple[str, PortRange | None] | None:
         for ports in self.deny_ports:
             if port in ports:
@@ -763,10 +791,24 @@ def _config_rules(config: Mapping[str, object], field_name: str, key: str) -> tu
     rules: list[Rule] = []
     for index, item in enumerate(items):
         try:
-            rules.append(_rule_item(item))
+            rule = _rule_item(item)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}[{index}]: {exc}") from None
+        if field_name == "allow" and _never_matches(rule):
+            raise ValueError(
+                f"{where}[{index}]: {_quote(item)} can never allow anything: it is a host "
+                "pattern, host patterns only cover public and private addresses, and a "
+                "localhost name always means a loopback address (RFC 6761 6.3). To let workers "
+                "reach services on this machine, allow the address or the class instead: "
+                f'{field_name} = ["127.0.0.1/32"] or {field_name} = ["loopback"]'
+            )
+        rules.append(rule)
     return tuple(rules)
+
+
+def _never_matches(rule: Rule) -> bool:
+    """An allow rule that cannot permit any connection: a pattern for localhost names."""
+    return isinstance(rule, HostPattern) and bool(rule.suffix) and is_localhost_name(rule.suffix)
 
 
 def _config_ports(config: Mapping[str, object], field_name: str, key: str) -> tuple[PortRange, ...]:

@@ -44,6 +44,8 @@ __all__ = [
 # Cloudflare Workers allow six simultaneous open connections per request; we keep its default.
 DEFAULT_MAX_SOCKETS: Final = 6
 DEFAULT_SLOT_TIMEOUT: Final = 30.0
+# How many connections a scope remembers for the dev error page's socket table.
+HISTORY_SIZE: Final = 32
 # At scope end, how long leftover connections may take to flush and close before being aborted.
 CLEANUP_GRACE: Final = 1.0
 # While waiting for a slot, how often to look for connections that ended without telling us.
@@ -127,6 +129,7 @@ class RequestScope:
         self.label = label
         self.stats = ScopeStats()
         self._open: dict[ScopedResource, None] = {}  # insertion-ordered set
+        self._history: list[ScopedResource] = []  # every connection that took a slot (bounded)
         self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] = deque()
         self._closed = False
 
@@ -140,6 +143,12 @@ class RequestScope:
         """The connections holding a slot now, oldest first."""
         self._reap()
         return tuple(self._open)
+
+    @property
+    def history(self) -> tuple[ScopedResource, ...]:
+        """The first ``HISTORY_SIZE`` connections that took a slot, open or not, oldest first
+        (what the dev error page lists)."""
+        return tuple(self._history)
 
     async def acquire(self, resource: ScopedResource) -> None:
         """Take a slot for ``resource``, waiting (FIFO) while ``max_sockets`` are taken.
@@ -212,6 +221,7 @@ class RequestScope:
         if old in self._open:
             del self._open[old]
             self._open[new] = None
+            self._remember(new)
 
     def record_connect(self, seconds: float) -> None:
         self.stats.connect_seconds += seconds
@@ -248,8 +258,13 @@ class RequestScope:
 
     def _take(self, resource: ScopedResource) -> None:
         self._open[resource] = None
+        self._remember(resource)
         self.stats.sockets_opened += 1
         self.stats.peak_open = max(self.stats.peak_open, len(self._open))
+
+    def _remember(self, resource: ScopedResource) -> None:
+        if len(self._history) < HISTORY_SIZE:
+            self._history.append(resource)
 
     def _check_open(self, resource: ScopedResource) -> None:
         if self._closed:

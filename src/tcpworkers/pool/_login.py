@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import weakref
+from collections.abc import Mapping
 from typing import Final
 
 from tcpworkers.errors import PgProtocolError
@@ -49,7 +51,7 @@ async def _next(reader: asyncio.StreamReader, parser: FrontendParser) -> m.Messa
 def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
     """A FATAL error for a startup parameter the pool cannot honour, or None."""
     for name, value in hello.parameters:
-        if name in ("user", "database") or name in _IGNORED:
+        if name in ("user", "database") or name in _IGNORED or name.startswith("_pq_."):
             continue
         if name == "replication":
             return fatal("08P01", "replication connections are not supported by the pool binding")
@@ -115,6 +117,9 @@ async def login(
             )
         )
         return None
+    extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
+    if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
+        writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
     writer.write(m.Authentication(m.AUTH_CLEARTEXT).encode())
     answer = await _next(reader, parser)
     if not isinstance(answer, m.PasswordMessage):
@@ -139,9 +144,21 @@ async def login(
     if refused is not None:
         writer.write(refused)
         return None
-    reply = [m.Authentication(m.AUTH_OK).encode()]
-    reply += [m.ParameterStatus(k, v).encode() for k, v in pool.parameters.items()]
-    reply.append(m.BackendKeyData(*backend_key).encode())
-    reply.append(m.ReadyForQuery("I").encode())
-    writer.write(b"".join(reply))
+    writer.write(_greeting(pool) + m.BackendKeyData(*backend_key).encode() + _READY)
     return parser
+
+
+_AUTH_OK: Final = m.Authentication(m.AUTH_OK).encode()
+_READY: Final = m.ReadyForQuery("I").encode()
+_greetings: weakref.WeakKeyDictionary[Pool, tuple[Mapping[str, str], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _greeting(pool: Pool) -> bytes:
+    """AuthenticationOk and the ParameterStatus block, encoded once per parameter set."""
+    cached = _greetings.get(pool)
+    if cached is None or cached[0] is not pool.parameters:
+        block = b"".join(m.ParameterStatus(k, v).encode() for k, v in pool.parameters.items())
+        cached = _greetings[pool] = (pool.parameters, _AUTH_OK + block)
+    return cached[1]

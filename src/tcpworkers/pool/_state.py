@@ -27,6 +27,8 @@ __all__ = ["TRANSITIONS", "ClientState", "Event", "ServerState", "next_state"]
 
 
 class ClientState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is Python code
+
     CL_LOGIN = "login"  # startup and password exchange with the pooler itself
     CL_IDLE = "idle"  # logged in, between transactions, holds no server connection
     CL_WAITING = "waiting"  # asked the pool for a server connection, none free yet
@@ -36,6 +38,8 @@ class ClientState(enum.Enum):
 
 
 class ServerState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is Python code
+
     SV_LOGIN = "login"  # connecting, TLS, authentication, startup
     SV_IDLE = "idle"  # clean and free: the next client may have it
     SV_ACTIVE = "active"  # lent to a client for one transaction
@@ -45,6 +49,8 @@ class ServerState(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is Python code
+
     LOGIN_OK = "login_ok"
     ACQUIRE = "acquire"  # client: asks for a server; server: lent out
     ASSIGN = "assign"  # client: got its server

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Final, final
 
-from tcpworkers.egress._scope import use_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import (
     PgProtocolError,
     UpstreamAuthError,
@@ -123,7 +123,7 @@ async def open_server_connection(params: UpstreamParams) -> ServerConnection:
             connections, shutting down), with its SQLSTATE.
     """
     mode = params.effective_sslmode
-    with use_scope(None):  # the operator's configuration, not the worker's egress
+    with trusted_connections():  # the operator's configuration, not the worker's egress
         try:
             async with asyncio.timeout(params.connect_timeout):
                 if mode == "allow":
@@ -154,7 +154,10 @@ async def cancel_query(params: UpstreamParams, backend_pid: int, backend_secret:
     """Ask the server to cancel what ``backend_pid`` is running (a CancelRequest on a new
     connection, over TLS when sslmode requires it). Best effort: failures are ignored, as
     libpq's PQcancel reports them only as a return value nobody can act on."""
-    with use_scope(None), contextlib.suppress(OSError, TimeoutError, ssl.SSLError, UpstreamError):
+    with (
+        trusted_connections(),
+        contextlib.suppress(OSError, TimeoutError, ssl.SSLError, UpstreamError),
+    ):
         async with asyncio.timeout(params.connect_timeout):
             reader, writer = await _open_stream(params)
             try:

@@ -44,15 +44,15 @@ import http
 import logging
 import reprlib
 import time
-import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple, final
 
-from tcpworkers.drivers import ungated
 from tcpworkers.egress import RequestScope, use_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._request import Request
 from tcpworkers.runtime._response import Response
@@ -441,7 +441,7 @@ class WorkerApp:
         # binding's connections are its own, not the request's) and shielded from its
         # cancellation (a client leaving must not abort a pool's start-up for everyone).
         if self._starting is None or self._starting.done():
-            with ungated():
+            with trusted_connections():
                 self._starting = asyncio.create_task(self.startup())
         await asyncio.shield(self._starting)
 
@@ -569,7 +569,7 @@ class WorkerApp:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # we are being cancelled (client gone, wall time, server shutdown)
-            return self._handler_failed(exchange, exc, label)  # a CancelledError of its own
+            return self._handler_failed(exchange, exc, label, request)  # its own CancelledError
         except BodyTooLargeError as exc:
             exchange.error = exc
             logger.info("%s: %s", label, exc)
@@ -578,7 +578,7 @@ class WorkerApp:
             if isinstance(exc, ClientDisconnectedError):
                 exchange.disconnected = True
                 return None
-            return self._handler_failed(exchange, exc, label)
+            return self._handler_failed(exchange, exc, label, request)
         if isinstance(result, Response):
             return result
         error = TypeError(
@@ -586,19 +586,22 @@ class WorkerApp:
             "a handler must return a tcpworkers.Response, e.g. Response('text') or "
             "Response.json(data)"
         )
-        return self._handler_failed(exchange, error, label)
+        return self._handler_failed(exchange, error, label, request)
 
-    def _handler_failed(self, exchange: _Exchange, exc: BaseException, label: str) -> Response:
+    def _handler_failed(
+        self, exchange: _Exchange, exc: BaseException, label: str, request: Request | None = None
+    ) -> Response:
         exchange.error = exc
         logger.error("%s: %s failed", label, self.worker.name, exc_info=exc)
-        return self._error_response(exc, label)
+        return self._error_response(exc, label, request)
 
-    def _error_response(self, exc: BaseException, label: str) -> Response:
+    def _error_response(
+        self, exc: BaseException, label: str, request: Request | None = None
+    ) -> Response:
         status = http.HTTPStatus.INTERNAL_SERVER_ERROR
         if self.settings.mode != "dev":
             return _plain(status, status.phrase)
-        details = "".join(traceback.format_exception(exc))
-        return _plain(status, f"{status.value} {status.phrase} in {label}\n\n{details}")
+        return dev_error_response(exc, label, request)
 
     async def _send_response(
         self, response: Response, exchange: _Exchange, inbound: _Inbound | None = None

@@ -26,7 +26,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, final
 
+from tcpworkers.runtime import _terminal as _terminal_module
 from tcpworkers.runtime._settings import RequestRecord
+from tcpworkers.runtime._terminal import TextFormatter
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -41,6 +43,7 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "log_config",
+    "redact",
     "set_secrets",
 ]
 
@@ -62,6 +65,11 @@ def set_secrets(values: Iterable[str]) -> None:
     global _secrets
     with _secrets_lock:
         _secrets = frozenset(v for v in values if len(v) >= MIN_REDACTED_LENGTH)
+
+
+def redact(text: str) -> str:
+    """``text`` with every configured secret value (see :func:`set_secrets`) replaced."""
+    return _redact(text)
 
 
 def _redact(text: str) -> str:
@@ -198,16 +206,6 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-class TextFormatter(logging.Formatter):
-    """Informational messages as they are; others prefixed with their level (``error: ...``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        if record.levelno == logging.INFO:
-            return text
-        return f"{record.levelname.lower()}: {text}"
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
     ``message``, the record's structured fields, and ``exception`` when there is one."""
@@ -268,34 +266,45 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush()
 
 
-def log_config(log_format: Literal["text", "json"]) -> dict[str, Any]:
+def log_config(log_format: Literal["text", "json"], *, quiet: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dictionary for the CLI and uvicorn.
 
     Server messages (uvicorn's and ours) go to stderr, access entries to stdout, both in
     ``log_format``, every handler through :class:`RedactSecrets`. uvicorn's own access log is
-    replaced by :class:`AccessLog` (run uvicorn with ``access_log=False``).
+    replaced by :class:`AccessLog` (run uvicorn with ``access_log=False``). ``quiet`` (dev)
+    drops uvicorn's life-cycle lines (``runtime._devloop.QuietServerLog``).
     """
+    _terminal = _terminal_module.__name__
     formatter = (
         {"()": f"{__name__}.JsonFormatter"}
         if log_format == "json"
-        else {"()": f"{__name__}.TextFormatter", "fmt": "%(message)s"}
+        else {"()": f"{_terminal}.TextFormatter", "fmt": "%(message)s", "stream": "stderr"}
     )
     redact = {"()": f"{__name__}.RedactSecrets"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": redact},
+        "filters": {
+            "redact": redact,
+            "quiet": {"()": "tcpworkers.runtime._devloop.QuietServerLog"},
+        },
         # The names "default" and "access" are the ones uvicorn's configure_logging() expects.
         # Text access lines carry no level prefix: a 500 is visible in the line itself.
         "formatters": {
             "default": formatter,
-            "access": formatter if log_format == "json" else {"format": "%(message)s"},
+            "access": formatter
+            if log_format == "json"
+            else {
+                "()": f"{_terminal}.AccessTextFormatter",
+                "fmt": "%(message)s",
+                "stream": "stdout",
+            },
         },
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["redact"],
+                "filters": ["redact", "quiet"] if quiet else ["redact"],
                 "stream": "ext://sys.stderr",
             },
             "access": {

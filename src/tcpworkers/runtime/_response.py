@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
+import sys
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Final, Protocol, final, overload
 
@@ -24,6 +25,7 @@ from tcpworkers.runtime._body import (
     decode_text,
 )
 from tcpworkers.runtime._headers import Headers, HeadersInit
+from tcpworkers.sockets import ReadableStream
 
 __all__ = ["Response"]
 
@@ -100,7 +102,7 @@ class Response:
         headers: the header fields (mutable until the runtime sends the response).
     """
 
-    __slots__ = ("_body", "_status", "headers")
+    __slots__ = ("_body", "_origin", "_status", "headers")
 
     json: Final = _JsonMethod()
     """``Response.json(data, *, status=200, headers=None)`` builds a JSON response;
@@ -120,6 +122,7 @@ class Response:
             # The most common response, built without re-validating constant header fields.
             self.headers = Headers._trusted([_TEXT_PLAIN])
             self._body = Body(body.encode(), None, what="response")
+            self._origin: str | None = None
             return
         self.headers = Headers(headers)
         if body is not None and self._status in NULL_BODY_STATUSES:
@@ -127,6 +130,8 @@ class Response:
                 f"a {self._status} response cannot have a body; pass body=None (or use 200)"
             )
         self._body, is_text = Body.of(body, what="response")
+        # Where the worker streamed a socket into this response: named if the socket fails.
+        self._origin = _caller() if type(body) is ReadableStream else None
         if is_text and "content-type" not in self.headers:
             self.headers.append(*_TEXT_PLAIN)
 
@@ -188,6 +193,11 @@ class Response:
         content_type = self.headers.get("content-type")
         kind = " stream" if self._body.is_stream else ""
         return f"<Response {self._status}{f' {content_type}' if content_type else ''}{kind}>"
+
+
+def _caller() -> str:
+    frame = sys._getframe(2)  # Response.__init__'s caller
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 def _is_int(value: object) -> bool:

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, final
+from typing import Final, Literal, Protocol, final
 
 from tcpworkers.egress import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, EgressPolicy, ScopeStats
 
 __all__ = ["Limits", "Mode", "RequestObserver", "RequestRecord", "RuntimeSettings", "VarValue"]
 
 Mode = Literal["dev", "serve"]
+
+# The front door's bounds (see runtime/_frontdoor.py). 64 KiB of request line + headers is
+# above what browsers send with large cookies (a few KiB to ~16 KiB) and below what a flood can
+# use (nginx allows 4 x 8 KiB, Node.js 16 KiB); 100 headers is Apache's LimitRequestFields;
+# 10 s for a head is generous for a real client on a slow link (nginx: 60 s, for a line at a
+# time); 1000 connections per process, each request with up to 6 sockets of its own, wants a
+# file descriptor limit of several thousand (`ulimit -n`; raise both together).
+DEFAULT_MAX_HEADER_SIZE: Final = 64 * 1024
+DEFAULT_MAX_HEADERS: Final = 100
+DEFAULT_HEADER_TIMEOUT: Final = 10.0
+DEFAULT_MAX_CONNECTIONS: Final = 1000
 VarValue = str | int | float | bool
 
 
@@ -29,11 +40,23 @@ class Limits:
         slot_timeout: seconds a connection may wait for a slot before failing.
         wall_time: seconds a request may run, from the start of the handler until the response
             is fully sent and every ``ctx.wait_until`` task is done; ``None`` for no limit.
+        max_header_size: bytes a request line and its headers may take together; more is
+            answered 431 (the front door, per connection).
+        max_headers: header lines a request may have; more is answered 431.
+        header_timeout: seconds a client has to send a complete request head, counted from
+            the connection's start or the request's first byte; then 408 and the connection
+            closes.
+        max_connections: connections one server process holds open at once; more are
+            answered 503 and closed.
     """
 
     max_sockets: int = DEFAULT_MAX_SOCKETS
     slot_timeout: float = DEFAULT_SLOT_TIMEOUT
     wall_time: float | None = None
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 @final

@@ -16,7 +16,7 @@ from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target
 
-__all__ = ["permitted_targets"]
+__all__ = ["denial_advice", "permitted_targets"]
 
 # Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
 # spellings, walking the class tables); a worker talks to the same few destinations over and
@@ -70,8 +70,33 @@ async def permitted_targets(
         scope.record_denial()
     assert first_refusal is not None
     raise EgressDeniedError(
-        f"could not connect to {where}: denied by the egress policy ({first_refusal.reason}); "
-        "if this destination is intended, add an allow rule for it to the egress policy"
+        f"could not connect to {where}: denied by the egress policy ({first_refusal.reason})"
+        + denial_advice(policy, first_refusal, in_request=scope is not None)
+    )
+
+
+def denial_advice(policy: EgressPolicy, decision: Decision, *, in_request: bool) -> str:
+    """The end of a denial message: the exact config change that would permit it.
+
+    In a request (the runtime) it is the line for ``[egress]`` in ``tcpworkers.toml``; outside
+    one, the same rule for the process-wide default policy.
+    """
+    fix = policy.fix(decision)
+    if fix is None:
+        return ""
+    action, text = fix
+    if action == "remove":
+        return (
+            f"; if this destination is intended, remove the {text} from the policy "
+            "([egress] in tcpworkers.toml)"
+        )
+    if in_request:
+        return f"; if this destination is intended, add under [egress] in tcpworkers.toml: {text}"
+    name, _, value = text.partition(" = ")
+    return (
+        f"; if this destination is intended, allow it: {text} under [egress] in "
+        f'tcpworkers.toml when tcpworkers serves the code, or EgressPolicy.from_config({{"{name}": '
+        f"{value}}}) given to tcpworkers.egress.set_default_policy() in a plain asyncio program"
     )
 
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, final
 
-from tcpworkers.egress._scope import RequestScope, current_scope, default_policy, use_scope
+from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import (
     ConnectError,
     CrossRequestError,
@@ -348,7 +349,7 @@ class Socket:
         targets = await permitted_targets(dialer, policy, host, port, self._scope)
         # The gate has decided: on a gated loop, create_connection must not gate (and count)
         # this connection a second time.
-        with use_scope(None):
+        with trusted_connections():
             plain = self._secure_transport != "on"
             if plain and len(targets) == 1 and dialer.connect is system_connect:
                 # One permitted address and the system connector: let the loop connect to that

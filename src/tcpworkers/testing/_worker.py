@@ -25,6 +25,7 @@ from tcpworkers.runtime import (
     WorkerApp,
     load_worker,
 )
+from tcpworkers.runtime._frontdoor import front_door
 
 __all__ = ["WorkerServer", "serve_worker"]
 
@@ -118,6 +119,8 @@ async def serve_worker(
         access_log=False,
         proxy_headers=False,
         interface="asgi3",
+        # The runtime's protocol (httptools with the front door's bounds), as dev and serve.
+        http=front_door(app.settings.limits),
     )
     config.load()
     server = uvicorn.Server(config)

@@ -1,0 +1,259 @@
+"""The gated loop's other doors: every asyncio entry point that opens or accepts a connection.
+
+``GateMixin`` (``_loop.py``) gates the doors drivers use (``create_connection``,
+``create_unix_connection``, ``start_tls``). This mixin closes the rest, so no asyncio API is a
+way around the policy:
+
+- ``sock_connect`` is decided like ``create_connection`` (resolve once, connect only to a
+  permitted address); the socket it connects is the caller's, so it is not counted or closed by
+  the request (hand it to ``create_connection(sock=...)`` for that).
+- ``create_datagram_endpoint``: UDP with ``remote_addr`` is decided on that address, counted and
+  closed at request end; inside a request an endpoint must be connected (``remote_addr``), since
+  ``sendto`` on an unconnected one could reach any address. ``sock_sendto`` is decided per call.
+- ``create_server``/``create_unix_server`` (so ``asyncio.start_server`` too) and
+  ``connect_accepted_socket``: a worker handles requests, it does not listen or accept; refused
+  inside a request.
+
+Outside a request the default policy applies (see ``tcpworkers.egress._trust``), except to the
+runtime's and the gate's own connections. What no in-process gate can stop is said in the
+README: code that calls the OS directly (``socket.connect``, C extensions) never passes here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, cast
+
+from tcpworkers.egress._local import is_local_endpoint
+from tcpworkers.egress._scope import (
+    RequestScope,
+    check_connections_allowed,
+    current_scope,
+    default_policy,
+)
+from tcpworkers.egress._trust import is_trusted, trusted_connections
+from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError
+from tcpworkers.sockets._address import format_hostport
+from tcpworkers.sockets._dial import Target, current_dialer
+from tcpworkers.sockets._gate import permitted_targets
+
+__all__ = ["EntryPointsMixin", "decide_given_socket"]
+
+
+def _refuse(scope: RequestScope, what: str, fix: str) -> ConnectNotAllowedError:
+    return ConnectNotAllowedError(f"{what} is not allowed while handling {scope.label}: {fix}")
+
+
+async def _permitted(scope: RequestScope | None, address: Any, family: int) -> tuple[Target, str]:
+    """Resolve and check ``address`` (a ``(host, port, ...)`` tuple) under the policy in force."""
+    host, port = str(address[0]), int(address[1])
+    policy = scope.policy if scope is not None else default_policy()
+    targets = await permitted_targets(current_dialer(), policy, host, port, scope)
+    if family:
+        targets = [t for t in targets if t.family == family] or targets
+    return targets[0], format_hostport(host, port)
+
+
+def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None:
+    """A caller that connected its own socket: decide on the peer it actually reached.
+
+    Raises:
+        ConnectNotAllowedError: the socket is not connected (nothing to decide on).
+        EgressDeniedError: the policy does not permit the peer.
+    """
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        raise ConnectNotAllowedError(
+            "create_connection(sock=...) needs a connected socket so the egress policy can "
+            "decide on its peer; pass host and port instead and let the gate connect"
+        ) from None
+    policy = scope.policy if scope is not None else default_policy()
+    if sock.family == socket.AF_UNIX:
+        if is_local_endpoint(str(peer)):
+            return  # the runtime's own listener (a pool binding): not egress
+        decision = policy.decide_unix(str(peer))
+    else:
+        decision = policy.decide(peer[0], peer[0], peer[1])
+    if not decision.allowed:
+        if scope is not None:
+            scope.record_denial()
+        raise EgressDeniedError(f"connection denied by the egress policy ({decision.reason})")
+
+
+class _DatagramEndpoint:
+    """A connected UDP endpoint as its request scope sees it (a ``ScopedResource``)."""
+
+    def __init__(self, scope: RequestScope, description: str) -> None:
+        self.scope = scope
+        self.description = description
+        self.transport: asyncio.DatagramTransport | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def describe(self) -> str:
+        return self.description
+
+    def is_done(self) -> bool:
+        return self.transport is not None and self.transport.is_closing()
+
+    async def close(self) -> None:
+        self.abort()  # nothing to flush: a datagram is sent whole or not at all
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.scope.release(self)
+
+
+class _DatagramProxy(asyncio.DatagramProtocol):
+    def __init__(self, app: asyncio.DatagramProtocol, endpoint: _DatagramEndpoint) -> None:
+        self._app = app
+        self._endpoint = endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._endpoint.transport = cast(asyncio.DatagramTransport, transport)
+        self._app.connection_made(self._endpoint.transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._endpoint.bytes_in += len(data)
+        self._app.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._app.error_received(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._app.connection_lost(exc)
+        finally:
+            self._endpoint.scope.release(self._endpoint)
+
+    def pause_writing(self) -> None:
+        self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._app.resume_writing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app, name)
+
+
+class EntryPointsMixin:
+    """Gates or refuses the loop's remaining connection entry points (see module docstring)."""
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        base: Any = super()  # the event loop class this mixin is combined with
+        if is_trusted():
+            return cast(None, await base.sock_connect(sock, address))
+        check_connections_allowed()
+        scope = current_scope()
+        if sock.family == socket.AF_UNIX:
+            policy = scope.policy if scope is not None else default_policy()
+            decision = policy.decide_unix(str(address))
+            # The runtime's own listener (a pool binding) is not egress.
+            if not decision.allowed and not is_local_endpoint(str(address)):
+                if scope is not None:
+                    scope.record_denial()
+                raise EgressDeniedError(
+                    f"could not connect to {address}: denied by the egress policy "
+                    f"({decision.reason})"
+                )
+            with trusted_connections():
+                return cast(None, await base.sock_connect(sock, address))
+        target, _ = await _permitted(scope, address, sock.family)
+        with trusted_connections():
+            return cast(None, await base.sock_connect(sock, target.sockaddr))
+
+    async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
+        base: Any = super()
+        if is_trusted():
+            return cast(int, await base.sock_sendto(sock, data, address))
+        check_connections_allowed()
+        target, _ = await _permitted(current_scope(), address, sock.family)
+        return cast(int, await base.sock_sendto(sock, data, target.sockaddr))
+
+    async def create_datagram_endpoint(  # type: ignore[no-untyped-def]
+        self, protocol_factory, local_addr=None, remote_addr=None, **kwargs
+    ):
+        base: Any = super()
+        family: int = kwargs.pop("family", 0)
+        sock: socket.socket | None = kwargs.pop("sock", None)
+        if is_trusted():
+            return await base.create_datagram_endpoint(
+                protocol_factory, local_addr, remote_addr, family=family, sock=sock, **kwargs
+            )
+        check_connections_allowed()
+        scope = current_scope()
+        if sock is not None:
+            if scope is not None:
+                raise _refuse(
+                    scope,
+                    "create_datagram_endpoint(sock=...)",
+                    "pass remote_addr=(host, port) and let the gate open the endpoint",
+                )
+            return await base.create_datagram_endpoint(protocol_factory, sock=sock, **kwargs)
+        if remote_addr is None:
+            if scope is not None:
+                raise _refuse(
+                    scope,
+                    "an unconnected UDP endpoint (no remote_addr)",
+                    "its sendto() could reach any address; pass remote_addr=(host, port)",
+                )
+            return await base.create_datagram_endpoint(
+                protocol_factory, local_addr, family=family, **kwargs
+            )
+        if scope is None:
+            target, _ = await _permitted(None, remote_addr, family)
+            with trusted_connections():
+                return await base.create_datagram_endpoint(
+                    protocol_factory,
+                    local_addr,
+                    target.sockaddr,
+                    family=target.family,
+                    **kwargs,
+                )
+        where = format_hostport(str(remote_addr[0]), int(remote_addr[1]))
+        endpoint = _DatagramEndpoint(scope, f"UDP endpoint to {where} (driver)")
+        await scope.acquire(endpoint)
+        try:
+            target, _ = await _permitted(scope, remote_addr, family)
+            with trusted_connections():
+                transport, proxy = await base.create_datagram_endpoint(
+                    lambda: _DatagramProxy(protocol_factory(), endpoint),
+                    local_addr,
+                    target.sockaddr,
+                    family=target.family,
+                    **kwargs,
+                )
+        except BaseException:
+            scope.release(endpoint)
+            raise
+        return transport, cast(_DatagramProxy, proxy)._app
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        scope = current_scope()
+        if scope is not None and not is_trusted():
+            raise _refuse(scope, "listening (create_server/start_server)", _NO_LISTEN)
+        base: Any = super()
+        return cast(asyncio.Server, await base.create_server(*args, **kwargs))
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+        scope = current_scope()
+        if scope is not None and not is_trusted():
+            raise _refuse(scope, "listening (create_unix_server/start_unix_server)", _NO_LISTEN)
+        base: Any = super()
+        return cast(asyncio.Server, await base.create_unix_server(*args, **kwargs))
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        scope = current_scope()
+        if scope is not None and not is_trusted():
+            raise _refuse(scope, "connect_accepted_socket() (accepting connections)", _NO_LISTEN)
+        base: Any = super()
+        return await base.connect_accepted_socket(*args, **kwargs)
+
+
+_NO_LISTEN = (
+    "a worker answers the requests the runtime gives it and does not listen or accept "
+    "connections itself; open outbound connections with connect() instead"
+)

@@ -1,0 +1,48 @@
+"""Connections the gate must let through unchecked: the runtime's own, and the gate's own.
+
+Outside a request scope the gate applies the process-wide default policy (in a served runtime,
+the configured one), so code that escapes a request (a fresh ``contextvars.Context``, a thread)
+gets no more than a request would. Two kinds of connection are not the worker's and skip it:
+
+- the gate's own second step: a connection the gate has already decided on (it resolved the
+  name, checked every address and is now dialling one of them) must not be decided again, and
+  must not be counted twice;
+- the runtime's own connections (a pool binding's server connections, binding start-up), which
+  follow the operator's configuration, not the worker's egress policy.
+
+Both run inside :func:`trusted_connections`. It is deliberately not exported by any package face:
+worker code must not reach it by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+from tcpworkers.egress._scope import use_scope
+
+__all__ = ["is_trusted", "trusted_connections"]
+
+_trusted: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tcpworkers_trusted_connections", default=False
+)
+
+
+@contextlib.contextmanager
+def trusted_connections() -> Iterator[None]:
+    """Run a block outside any request scope with the gate stepped aside (see module docstring).
+
+    Tasks started inside the block inherit it (they copy the context).
+    """
+    token = _trusted.set(True)
+    try:
+        with use_scope(None):
+            yield
+    finally:
+        _trusted.reset(token)
+
+
+def is_trusted() -> bool:
+    """True inside :func:`trusted_connections`."""
+    return _trusted.get()
