@@ -36,7 +36,7 @@ from typing import Final, final
 from urllib.parse import quote
 
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
-from tcpworkers.egress._scope import use_scope
+from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.pool._dsn import UpstreamParams
 from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
 from tcpworkers.pool._relay import serve_client
@@ -163,7 +163,7 @@ class PostgresBinding:
         if self._server is not None:
             return
         self._stopping = False
-        with use_scope(None):
+        with trusted_connections():  # the runtime's own listener and upstream
             pool = Pool(self.name, self.settings, self._connect, self._cancel)
             await pool.start()
             self._pool = pool
