@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.pgserver import PgServer
 from tests.runtime.cli_harness import run, tcpworkers
+
+pytestmark = pytest.mark.slow  # the CLI as subprocesses
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bench_worker.py"
 
