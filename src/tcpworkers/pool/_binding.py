@@ -118,6 +118,12 @@ class PostgresBinding:
         )
 
     @property
+    def connectionString(self) -> str:  # the Workers API spells it in camelCase
+        """``connection_string`` under the name Cloudflare's Workers use
+        (``env.HYPERDRIVE.connectionString``), so ported code runs unchanged."""
+        return self.connection_string
+
+    @property
     def host(self) -> str:
         """The socket directory (what libpq calls ``host`` for unix sockets)."""
         if self._dir is None:
