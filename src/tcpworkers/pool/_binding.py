@@ -36,12 +36,12 @@ from typing import Final, final
 from urllib.parse import quote
 
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
-from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import UpstreamConnectError, UpstreamServerError
 from tcpworkers.pool._dsn import UpstreamParams
 from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
 from tcpworkers.pool._relay import serve_client
 from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_server_connection
+from tcpworkers.scope._trust import trusted_connections
 
 __all__ = ["CheckResult", "PostgresBinding", "check_upstream"]
 

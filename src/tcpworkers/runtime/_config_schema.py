@@ -186,6 +186,41 @@ SCHEMA: Final = (
                 "No limit when unset.",
                 "60",
             ),
+            ConfigKey(
+                "limits.max_header_size",
+                "positive integer (bytes)",
+                "65536",
+                "65536",
+                "Bytes the request line and headers may take together; a larger request head is "
+                "answered `431 Request Header Fields Too Large`.",
+                "32768",
+            ),
+            ConfigKey(
+                "limits.max_headers",
+                "positive integer",
+                "100",
+                "100",
+                "Header lines one request may have; more is answered 431.",
+                "50",
+            ),
+            ConfigKey(
+                "limits.header_timeout",
+                "positive number of seconds",
+                "10.0",
+                "10.0",
+                "How long a client has to send a complete request head; a slower one gets 408 "
+                "and is closed (slowloris).",
+                "5",
+            ),
+            ConfigKey(
+                "limits.max_connections",
+                "positive integer",
+                "1000",
+                "1000",
+                "Open client connections one server process holds at once; more are answered "
+                "503 and closed, with one log line when the cap is first hit.",
+                "500",
+            ),
         ),
     ),
     Section(

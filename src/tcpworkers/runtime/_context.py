@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, final
 
-from tcpworkers.egress import RequestScope, use_scope
+from tcpworkers.scope import RequestScope, use_scope
 
 __all__ = ["ExecutionContext"]
 
