@@ -195,6 +195,9 @@ class PostgresBinding:
                     exc,
                 )
                 self._retry = asyncio.create_task(self._start_later(pool))
+            except BaseException:
+                await pool.close()  # what it opened before the failure
+                raise
             self._pool = pool
             try:
                 self._dir = await asyncio.to_thread(
