@@ -16,6 +16,7 @@ import pytest
 from tcpworkers import config as config_module
 from tcpworkers.config import Config, load_config
 from tcpworkers.egress import _policy
+from tcpworkers.runtime import _pgbinding
 from tcpworkers.runtime._config_schema import SCHEMA, render_markdown, section_keys
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error")]
@@ -61,6 +62,13 @@ READ: dict[str, Callable[[Config], object]] = {
     "server.log_format": lambda c: c.server.log_format,
     "server.shutdown_timeout": lambda c: c.server.shutdown_timeout,
     "bindings.NAME.type": lambda c: None,
+    "bindings.NAME.url": lambda c: None,
+    "bindings.NAME.password_secret": lambda c: None,
+    "bindings.NAME.min_size": lambda c: _pgbinding._DEFAULTS["min_size"],
+    "bindings.NAME.max_size": lambda c: _pgbinding._DEFAULTS["max_size"],
+    "bindings.NAME.idle_timeout": lambda c: _pgbinding._DEFAULTS["idle_timeout"],
+    "bindings.NAME.max_lifetime": lambda c: _pgbinding._DEFAULTS["max_lifetime"],
+    "bindings.NAME.acquire_timeout": lambda c: _pgbinding._DEFAULTS["acquire_timeout"],
 }
 
 
@@ -111,6 +119,10 @@ def test_the_loader_knows_exactly_the_documented_keys() -> None:
     assert set(config_module._LIMITS_KEYS) == set(section_keys("limits"))
     assert set(config_module._SERVER_KEYS) == set(section_keys("server"))
     assert set(_policy._CONFIG_KEYS) == {"preset", *section_keys("egress")}
+    # url_secret is documented with url: it replaces it, so no file can set both.
+    assert set(_pgbinding.POSTGRES_KEYS) == {*section_keys("bindings.NAME"), "url_secret"} - {
+        "type"
+    }
 
 
 def test_an_unknown_key_is_refused_so_the_reference_is_complete(tmp_path: Path) -> None:

@@ -299,6 +299,66 @@ SCHEMA: Final = (
                 "The kind of binding. Required.",
                 '"postgres"',
             ),
+            ConfigKey(
+                "bindings.NAME.url",
+                "string (a libpq connection string)",
+                _NO,
+                _NO,
+                "postgres: where the pool's server connections go, in libpq syntax (URL or "
+                "`key=value`; `sslmode`, `sslrootcert`, `connect_timeout`... as in libpq). "
+                'Required, unless `url_secret = "NAME"` names a `[secrets]` entry holding it.',
+                '"postgresql://app@db.internal:5432/app?sslmode=verify-full"',
+            ),
+            ConfigKey(
+                "bindings.NAME.password_secret",
+                "string (a name in [secrets])",
+                _NO,
+                _NO,
+                "postgres: the `[secrets]` entry holding the password, kept out of the url.",
+                '"EXAMPLE_SECRETS"',
+            ),
+            ConfigKey(
+                "bindings.NAME.min_size",
+                "integer >= 0",
+                "1",
+                "1",
+                "postgres: server connections kept open, per process.",
+                "1",
+            ),
+            ConfigKey(
+                "bindings.NAME.max_size",
+                "positive integer",
+                "10",
+                "10",
+                "postgres: server connections at most, per process (`serve --workers N`: N "
+                "times this in total; `tcpworkers check` prints it).",
+                "10",
+            ),
+            ConfigKey(
+                "bindings.NAME.idle_timeout",
+                "positive number of seconds",
+                "300.0",
+                "300.0",
+                "postgres: an idle connection above `min_size` is closed after this long.",
+                "300",
+            ),
+            ConfigKey(
+                "bindings.NAME.max_lifetime",
+                "positive number of seconds",
+                "3600.0",
+                "3600.0",
+                "postgres: a connection this old is replaced when it is next idle.",
+                "3600",
+            ),
+            ConfigKey(
+                "bindings.NAME.acquire_timeout",
+                "positive number of seconds",
+                "10.0",
+                "10.0",
+                "postgres: how long a client waits for a server connection before an "
+                "ErrorResponse (SQLSTATE 53300) naming the binding and `max_size`.",
+                "10",
+            ),
         ),
     ),
 )
