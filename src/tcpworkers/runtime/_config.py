@@ -1,5 +1,10 @@
 """One typed configuration, resolved once: ``tcpworkers.toml`` plus command-line flags.
 
+Size: over the ~450-line guideline on purpose: this is the one reader of one file format, and
+each key's check sits next to the others of its section with the shared reader that words every
+error the same way (file, key, value, what was expected); splitting it by section would scatter
+that reader.
+
 The file lives next to the worker (or is named with ``--config``). Every section is optional::
 
     worker = "worker.py"          # used when the command line names no worker
@@ -60,6 +65,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, final
 
 from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
 from tcpworkers.runtime._pgbinding import PostgresOptions, parse_postgres_options
 from tcpworkers.runtime._settings import Limits, Mode, RuntimeSettings, VarValue
@@ -77,6 +83,7 @@ __all__ = [
     "Overrides",
     "ServerSettings",
     "display_path",
+    "display_worker",
     "load_config",
     "worker_path",
 ]
@@ -93,7 +100,6 @@ BINDING_TYPES: Final = ("postgres",)
 
 LogFormat = Literal["text", "json"]
 _LOG_FORMATS: Final = ("text", "json")
-_MAX_PORT: Final = 65535
 _ENV_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _TOP_KEYS: Final = ("worker", "vars", "secrets", "egress", "limits", "server", "bindings")
@@ -311,6 +317,17 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path.resolve())
+
+
+def display_worker(spec: str) -> str:
+    """A worker spec as messages show it: a path relative to the current directory when it is
+    below it (``worker.py``, ``app/api.py:handler``); a ``module:attribute`` spec unchanged."""
+    named = worker_path(spec)
+    if named is None:
+        return spec
+    head, sep, attr = spec.rpartition(":")
+    suffix = f":{attr}" if sep and attr.isidentifier() and worker_path(head) is not None else ""
+    return display_path(named) + suffix
 
 
 def _read_toml(path: Path, label: str) -> dict[str, object]:
@@ -589,8 +606,8 @@ class _Resolver:
         if not isinstance(host, str) or not host.strip():
             raise self.expected("server.host", 'an address to listen on, such as "0.0.0.0"', host)
         port = table.get("port", DEFAULT_PORT)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _MAX_PORT:
-            raise self.expected("server.port", f"a port number 0-{_MAX_PORT}", port)
+        if not is_port(port, allow_zero=True):
+            raise self.expected("server.port", f"a port number 0-{MAX_PORT}", port)
         workers = self.positive_int(table, "workers", "server", 1)
         log_format = table.get("log_format", "text" if dev else "json")
         if log_format not in _LOG_FORMATS:

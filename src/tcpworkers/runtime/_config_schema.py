@@ -191,9 +191,8 @@ SCHEMA: Final = (
                 "positive integer (bytes)",
                 "65536",
                 "65536",
-                "Bytes the request line and headers may take together; a larger request head is "
-                "answered `431 Request Header Fields Too Large`.",
-                "32768",
+                "Bytes a request line and its headers may take together; more is answered 431.",
+                "65536",
             ),
             ConfigKey(
                 "limits.max_headers",
@@ -201,25 +200,25 @@ SCHEMA: Final = (
                 "100",
                 "100",
                 "Header lines one request may have; more is answered 431.",
-                "50",
+                "100",
             ),
             ConfigKey(
                 "limits.header_timeout",
                 "positive number of seconds",
                 "10.0",
                 "10.0",
-                "How long a client has to send a complete request head; a slower one gets 408 "
-                "and is closed (slowloris).",
-                "5",
+                "Seconds a client has to send a complete request head (from the connection's "
+                "start or the request's first byte); then 408 and the connection is closed.",
+                "10",
             ),
             ConfigKey(
                 "limits.max_connections",
                 "positive integer",
                 "1000",
                 "1000",
-                "Open client connections one server process holds at once; more are answered "
-                "503 and closed, with one log line when the cap is first hit.",
-                "500",
+                "Client connections one server process holds open at once; more are answered "
+                "503 and closed. Raise the file descriptor limit (`ulimit -n`) with it.",
+                "1000",
             ),
         ),
     ),
@@ -301,28 +300,37 @@ SCHEMA: Final = (
             ),
             ConfigKey(
                 "bindings.NAME.url",
-                "string (a libpq connection string)",
+                "string (a libpq URL)",
                 _NO,
                 _NO,
-                "postgres: where the pool's server connections go, in libpq syntax (URL or "
-                "`key=value`; `sslmode`, `sslrootcert`, `connect_timeout`... as in libpq). "
-                'Required, unless `url_secret = "NAME"` names a `[secrets]` entry holding it.',
-                '"postgresql://app@db.internal:5432/app?sslmode=verify-full"',
+                "The upstream PostgreSQL (or PgBouncer): `postgresql://user@host:5432/db`, with "
+                "libpq's query parameters (`sslmode`, `sslrootcert`, `connect_timeout`...). "
+                "This or `url_secret` is required.",
+                '"postgresql://app@127.0.0.1:5432/app"',
+            ),
+            ConfigKey(
+                "bindings.NAME.url_secret",
+                "string (a `[secrets]` name)",
+                _NO,
+                _NO,
+                "Instead of `url`: the `[secrets]` entry holding the whole URL (when it has a "
+                "password).",
+                '"DATABASE_URL"',
             ),
             ConfigKey(
                 "bindings.NAME.password_secret",
-                "string (a name in [secrets])",
+                "string (a `[secrets]` name)",
                 _NO,
                 _NO,
-                "postgres: the `[secrets]` entry holding the password, kept out of the url.",
-                '"EXAMPLE_SECRETS"',
+                "The `[secrets]` entry holding the password for a `url` without one.",
+                '"DB_PASSWORD"',
             ),
             ConfigKey(
                 "bindings.NAME.min_size",
                 "integer >= 0",
                 "1",
                 "1",
-                "postgres: server connections kept open, per process.",
+                "Server connections kept open even when idle, per process.",
                 "1",
             ),
             ConfigKey(
@@ -330,8 +338,7 @@ SCHEMA: Final = (
                 "positive integer",
                 "10",
                 "10",
-                "postgres: server connections at most, per process (`serve --workers N`: N "
-                "times this in total; `tcpworkers check` prints it).",
+                "Server connections at most, per process (`serve --workers N`: N times this).",
                 "10",
             ),
             ConfigKey(
@@ -339,7 +346,7 @@ SCHEMA: Final = (
                 "positive number of seconds",
                 "300.0",
                 "300.0",
-                "postgres: an idle connection above `min_size` is closed after this long.",
+                "An idle server connection above `min_size` is closed after this.",
                 "300",
             ),
             ConfigKey(
@@ -347,7 +354,7 @@ SCHEMA: Final = (
                 "positive number of seconds",
                 "3600.0",
                 "3600.0",
-                "postgres: a connection this old is replaced when it is next idle.",
+                "A server connection this old is replaced when it is next idle.",
                 "3600",
             ),
             ConfigKey(
@@ -355,8 +362,8 @@ SCHEMA: Final = (
                 "positive number of seconds",
                 "10.0",
                 "10.0",
-                "postgres: how long a client waits for a server connection before an "
-                "ErrorResponse (SQLSTATE 53300) naming the binding and `max_size`.",
+                "How long a client waits for a server connection; then it gets a PostgreSQL "
+                "error with SQLSTATE 53300 naming the binding and the setting to raise.",
                 "10",
             ),
         ),

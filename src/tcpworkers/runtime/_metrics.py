@@ -33,9 +33,10 @@ from __future__ import annotations
 import bisect
 import math
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Final, final
+from collections.abc import Callable, Sequence
+from typing import Final, final
 
+from tcpworkers.runtime._asgi import ASGIApp, Message, Receive, Scope, Send
 from tcpworkers.runtime._settings import RequestRecord
 from tcpworkers.scope import RequestScope, current_scope
 
@@ -46,11 +47,6 @@ __all__ = [
     "MetricsEndpoint",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The text exposition format's media type (Prometheus "Exposition formats", text format 0.0.4).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
