@@ -125,7 +125,7 @@ def test_the_loader_knows_exactly_the_documented_keys() -> None:
     }
     assert set(config_module._LIMITS_KEYS) == set(section_keys("limits"))
     assert set(config_module._SERVER_KEYS) == set(section_keys("server"))
-    assert set(_rules._CONFIG_KEYS) == {"preset", *section_keys("egress")}
+    assert set(_rules.CONFIG_KEYS) == {"preset", *section_keys("egress")}
 
 
 def test_an_unknown_key_is_refused_so_the_reference_is_complete(tmp_path: Path) -> None:

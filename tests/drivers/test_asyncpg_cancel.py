@@ -32,6 +32,8 @@ async def test_cancel_at_the_socket_limit_does_not_wait_for_a_slot() -> None:
         await conn.close()
     assert scope.stats.sockets_opened == 2  # the query's connection and the CancelRequest's
     assert scope.stats.slot_wait_seconds < 1
+    cancel = [r.describe() for r in scope.history if "query cancellation" in r.describe()]
+    assert cancel == ["connection to 127.0.0.1:5432 (driver) (query cancellation)"]
     assert scope.stats.closed_at_end == 0
 
 

@@ -288,9 +288,11 @@ class RelayClient:
                     self.pool.release(server)
                     return
                 await self.client_drain()
-        except (OSError, PgProtocolError) as exc:
+        except Exception as exc:  # OSError, PgProtocolError; anything else is a pooler bug
             if self.gone:
                 return
+            if not isinstance(exc, OSError | PgProtocolError):
+                log.exception("pool %s: relaying from %r failed", self.pool.name, server)
             log.info("pool %s: server connection %r failed: %s", self.pool.name, server, exc)
             self.server = self.task = None
             self.pending.clear()

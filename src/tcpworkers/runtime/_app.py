@@ -50,8 +50,8 @@ from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._lifespan import Bindings, serve_lifespan
 from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
-from tcpworkers.runtime._serve_asgi import _AsgiServing
-from tcpworkers.runtime._serve_fetch import _FetchServing
+from tcpworkers.runtime._serve_asgi import AsgiServing
+from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
 
@@ -59,7 +59,7 @@ __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
 
 
 @final
-class WorkerApp(_FetchServing, _AsgiServing):
+class WorkerApp(FetchServing, AsgiServing):
     """The ASGI 3 application that serves ``worker``.
 
     Args:

@@ -1,6 +1,6 @@
 """What serving fetch workers and ASGI workers share: sending a response, error responses,
 the wall-time (504) handling, draining ``wait_until`` work, the end of a request's scope and the
-report to the observers. ``_Responder`` is the base of ``WorkerApp``'s two serving halves
+report to the observers. ``Responder`` is the base of ``WorkerApp``'s two serving halves
 (``_serve_fetch.py``, ``_serve_asgi.py``).
 """
 
@@ -24,7 +24,7 @@ from tcpworkers.runtime._settings import RequestObserver, RequestRecord, Runtime
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 
-__all__ = ["CLIENT_CLOSED_REQUEST"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "Responder", "end_scope", "plain_response"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -33,7 +33,7 @@ logger = logging.getLogger("tcpworkers.runtime")
 CLIENT_CLOSED_REQUEST: Final = 499
 
 
-class _Responder:
+class Responder:
     """The parts of ``WorkerApp`` both kinds of worker use (see the module docstring)."""
 
     worker: Worker
@@ -54,7 +54,7 @@ class _Responder:
     ) -> Response:
         status = http.HTTPStatus.INTERNAL_SERVER_ERROR
         if self.settings.mode != "dev":
-            return _plain(status, status.phrase)
+            return plain_response(status, status.phrase)
         return dev_error_response(exc, label, request)
 
     async def _send_response(
@@ -86,7 +86,7 @@ class _Responder:
         await exchange.body(b"", more=False)
 
     async def _send_plain(self, exchange: Exchange, status: http.HTTPStatus, text: str) -> None:
-        response = _plain(status, text)
+        response = plain_response(status, text)
         try:
             await self._send_response(response, exchange)
         except ClientGone:
@@ -145,7 +145,7 @@ class _Responder:
             )
 
 
-def _plain(status: http.HTTPStatus, text: str) -> Response:
+def plain_response(status: http.HTTPStatus, text: str) -> Response:
     return Response(
         text,
         status=status.value,
@@ -153,7 +153,7 @@ def _plain(status: http.HTTPStatus, text: str) -> Response:
     )
 
 
-async def _end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
+async def end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
     """The end of a request, whatever happened: no wait_until task and no socket outlives it.
 
     Shielded, so a server cancelling the request cannot cut the clean-up short; skipped when

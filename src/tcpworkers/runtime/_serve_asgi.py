@@ -10,15 +10,15 @@ from tcpworkers.errors import ClientGone
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, RequestRun
-from tcpworkers.runtime._respond import _end_scope, _Responder
+from tcpworkers.runtime._respond import Responder, end_scope
 from tcpworkers.scope import RequestScope, use_scope
 
-__all__: list[str] = []
+__all__ = ["AsgiServing"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
 
-class _AsgiServing(_Responder):
+class AsgiServing(Responder):
     """``WorkerApp``'s half that serves ASGI-application workers."""
 
     async def _serve_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,7 +68,7 @@ class _AsgiServing(_Responder):
                     await self._asgi_failed(exchange, exc, label)
                 await self._drain(ctx, run.deadline, label)
             finally:
-                await _end_scope(ctx, run.request_scope)
+                await end_scope(ctx, run.request_scope)
                 self._report(run)
 
     async def _asgi_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
@@ -112,4 +112,4 @@ class _AsgiServing(_Responder):
                 await app({**scope, "state": state}, receive, send)
                 await ctx._drain(None)
             finally:
-                await _end_scope(ctx, request_scope)
+                await end_scope(ctx, request_scope)

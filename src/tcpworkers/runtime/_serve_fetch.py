@@ -14,15 +14,15 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
-from tcpworkers.runtime._respond import _end_scope, _plain, _Responder
+from tcpworkers.runtime._respond import Responder, end_scope, plain_response
 from tcpworkers.scope import use_scope
 
-__all__: list[str] = []
+__all__ = ["FetchServing"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
 
-class _FetchServing(_Responder):
+class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
     async def _serve_fetch(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -40,7 +40,7 @@ class _FetchServing(_Responder):
             finally:
                 exchange.phase = Phase.DONE
                 inbound.stop()
-                await _end_scope(ctx, run.request_scope)
+                await end_scope(ctx, run.request_scope)
                 self._report(run, inbound.disconnected)
 
     async def _respond(
@@ -117,7 +117,7 @@ class _FetchServing(_Responder):
         except BodyTooLargeError as exc:
             exchange.error = exc
             logger.info("%s: %s", label, exc)
-            return _plain(http.HTTPStatus(BodyTooLargeError.status), str(exc))
+            return plain_response(http.HTTPStatus(BodyTooLargeError.status), str(exc))
         except Exception as exc:
             if isinstance(exc, ClientDisconnectedError):
                 exchange.disconnected = True
