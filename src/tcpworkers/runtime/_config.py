@@ -67,6 +67,7 @@ from typing import Final, Literal, cast, final
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
+from tcpworkers.runtime._pgbinding import PostgresOptions, parse_postgres_options
 from tcpworkers.runtime._settings import Limits, Mode, RuntimeSettings, VarValue
 
 __all__ = [
@@ -94,8 +95,7 @@ DEFAULT_METRICS_PATH: Final = "/__tcpworkers/metrics"
 # How long in-flight requests may run after SIGTERM before they are cancelled. 30 s is the
 # default grace period Kubernetes gives a pod between SIGTERM and SIGKILL.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 30.0
-# Binding types the runtime knows. A binding is parsed and kept as raw typed data; the Postgres
-# pool binding that gives it behaviour comes in its own issue.
+# Binding types the runtime knows (runtime/_pgbinding.py validates a postgres binding's keys).
 BINDING_TYPES: Final = ("postgres",)
 
 LogFormat = Literal["text", "json"]
@@ -149,11 +149,14 @@ class BindingConfig:
         name: the binding's name on ``env``.
         type: one of :data:`BINDING_TYPES`.
         options: every other key of the table, as TOML parsed it.
+        postgres: for ``type = "postgres"``, the options validated (url parsed, secrets
+            applied); see :mod:`tcpworkers.runtime._pgbinding`.
     """
 
     name: str
     type: str
     options: Mapping[str, object]
+    postgres: PostgresOptions | None = field(default=None, repr=False)
 
 
 @final
@@ -423,7 +426,7 @@ class _Resolver:
             )
         file_vars = self.vars(data)
         secrets, sources = self.secrets(data)
-        bindings = self.bindings(data)
+        bindings = self.bindings(data, secrets)
         cli_vars = self.cli_vars(overrides.vars, file_vars)
         policy, egress = self.egress(data)
         server = self.server(data, overrides)
@@ -533,7 +536,9 @@ class _Resolver:
             sources[name] = variable
         return values, sources
 
-    def bindings(self, data: Mapping[str, object]) -> dict[str, BindingConfig]:
+    def bindings(
+        self, data: Mapping[str, object], secrets: Mapping[str, str]
+    ) -> dict[str, BindingConfig]:
         result: dict[str, BindingConfig] = {}
         for name, value in self.table(data, "bindings").items():
             key = f"bindings.{name}"
@@ -554,7 +559,8 @@ class _Resolver:
                     f"{', '.join(map(_show, BINDING_TYPES))})",
                 )
             options = {k: v for k, v in value.items() if k != "type"}
-            result[name] = BindingConfig(name=name, type=str(kind), options=options)
+            postgres = parse_postgres_options(name, options, secrets, label=self.label)
+            result[name] = BindingConfig(name, str(kind), options, postgres)
         return result
 
     def egress(self, data: Mapping[str, object]) -> tuple[EgressPolicy, str]:
