@@ -53,6 +53,7 @@ from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
 from tcpworkers.runtime._serve_asgi import AsgiServing
 from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
+from tcpworkers.runtime._socket_body import install_log_filter
 from tcpworkers.runtime._worker import Worker
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
@@ -102,6 +103,7 @@ class WorkerApp(FetchServing, AsgiServing):
         self.env = Env(settings.vars, settings.secrets, bindings)
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
+        install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
