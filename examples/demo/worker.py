@@ -18,9 +18,11 @@ Every database route opens a new asyncpg connection per request, the way serverl
 ``env.DB.connection_string`` points at the runtime's pooler, so that costs no TCP handshake,
 TLS or SCRAM, and the server connection behind it is warm and shared.
 
-Run it with ``scripts/demo`` (starts PostgreSQL and the line service for you), or by hand::
+``env.DB`` is ``[bindings.DB]`` in ``tcpworkers.toml``: its upstream is the ``DATABASE_URL``
+environment variable (through ``[secrets]`` and ``url_secret``). Run it with ``scripts/demo``
+(starts PostgreSQL and the line service for you), or by hand::
 
-    DATABASE_URL=postgresql://... tcpworkers dev examples/demo/worker.py
+    DATABASE_URL=postgresql://user:password@127.0.0.1:5432/db tcpworkers dev examples/demo/worker.py
 """
 
 from __future__ import annotations
@@ -49,21 +51,10 @@ CREATE TABLE IF NOT EXISTS guestbook (
 _schema_ready = False
 
 
-def database_url(env: Env) -> str:
-    """The pool binding's DSN, or ``DATABASE_URL`` when the runtime has no binding named DB."""
-    binding = env.get("DB")
-    if binding is not None:
-        return str(binding.connection_string)
-    url = env.get("DATABASE_URL")
-    if not url:
-        raise LookupError("no database: configure [bindings.DB] or set DATABASE_URL")
-    return str(url)
-
-
 async def open_db(env: Env) -> Any:
     """A new connection per request (cheap through the binding), with the table in place."""
     global _schema_ready
-    conn = await asyncpg.connect(database_url(env), timeout=10)
+    conn = await asyncpg.connect(env.DB.connection_string, timeout=10)
     if not _schema_ready:
         async with conn.transaction():
             # One process creates the table at a time (a transaction-scoped lock: safe in

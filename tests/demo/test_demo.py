@@ -66,6 +66,32 @@ def test_the_guestbook_reads_and_writes_through_the_database(demo: harness.Runni
     assert "(embedded) in " in demo.text() or "(system) in " in demo.text()
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples with these labels, from Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        sample, _, rest = head.partition("{")
+        if sample == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_the_database_routes_go_through_the_pool_binding(demo: harness.RunningDemo) -> None:
+    with httpx.Client(base_url=demo.url, timeout=20) as http:
+        before = http.get("/__tcpworkers/metrics").text
+        for _ in range(10):
+            assert http.get("/api/entries").status_code == 200
+        after = http.get("/__tcpworkers/metrics").text
+    acquires = "tcpworkers_pool_acquire_wait_seconds_count"
+    # Each request's new asyncpg connection ran its queries on the binding's server connections...
+    assert metric(after, acquires, binding="DB") - metric(before, acquires, binding="DB") >= 10
+    # ...which stayed warm: ten new client connections, no new server connection.
+    opened = "tcpworkers_pool_server_connections_opened_total"
+    assert metric(after, opened, binding="DB") == metric(before, opened, binding="DB") >= 1
+    assert metric(after, "tcpworkers_pool_parse_saved_total", binding="DB") > 0
+
+
 def test_a_socket_is_streamed_into_the_response(demo: harness.RunningDemo) -> None:
     arrivals: list[float] = []
     body = b""
@@ -114,6 +140,9 @@ def test_the_live_page_renders_live_values_in_chromium(demo: harness.RunningDemo
     assert int(total.group(1)) >= 7
     assert re.search(r'id="sockets-per-request">\d+\.\d\d<', dom)
     assert re.search(r'id="egress-denied" class="denied">[1-9]', dom)
+    assert re.search(r'id="pool-idle">\d+<', dom)  # the pool binding's live numbers
+    assert re.search(r'id="pool-servers">[1-9]\d* \(5\)<', dom)
+    assert re.search(r'id="pool-saved">[1-9]', dom)
     assert "<b>chromium</b><span>rendered by a browser</span>" in dom
 
 
@@ -185,6 +214,7 @@ def test_the_live_page_in_a_real_time_browser_session(demo: harness.RunningDemo)
         try:
             # Requests per second is measured over real seconds while requests arrive.
             until(lambda: float(page.text("rps")) > 1.0, "a request rate")
+            until(lambda: page.text("pool-servers").endswith("(5)"), "the pool's size")
         finally:
             stop.set()
             load.join()
