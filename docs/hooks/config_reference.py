@@ -12,9 +12,12 @@ from typing import Any
 from tcpworkers.runtime._config_schema import render_markdown
 
 MARKER = "<!-- config-reference -->"
+LIMITS_MARKER = "<!-- limits-reference -->"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if MARKER in markdown:
-        return markdown.replace(MARKER, render_markdown())
+        markdown = markdown.replace(MARKER, render_markdown())
+    if LIMITS_MARKER in markdown:
+        markdown = markdown.replace(LIMITS_MARKER, render_markdown("limits"))
     return markdown

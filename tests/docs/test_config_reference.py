@@ -144,6 +144,10 @@ def test_the_rendered_reference_lists_every_key() -> None:
 def test_the_docs_page_includes_the_generated_reference() -> None:
     page = Path(__file__).parents[2] / "docs" / "runtime.md"
     assert "<!-- config-reference -->" in page.read_text()
+    assert "<!-- limits-reference -->" in page.read_text()
+    limits = render_markdown("limits")
+    assert "`limits.max_sockets`" in limits
+    assert "`server.port`" not in limits
 
 
 def test_the_postgres_binding_keys_match_the_binding() -> None:

@@ -390,12 +390,16 @@ def section_keys(table: str) -> tuple[str, ...]:
     raise KeyError(table)
 
 
-def render_markdown() -> str:
-    """The reference of every key, as Markdown (what the docs site shows)."""
+def render_markdown(table: str | None = None) -> str:
+    """The reference of every key (or of one ``table``'s keys, without its heading), as Markdown
+    (what the docs site shows)."""
     lines: list[str] = []
     for section in SCHEMA:
+        if table is not None and section.table != table:
+            continue
         title = "Top level" if not section.table else f"`[{section.table}]`"
-        lines += [f"### {title}", "", section.doc, ""]
+        if table is None:
+            lines += [f"### {title}", "", section.doc, ""]
         lines += [
             "| key | type | default (`dev`) | default (`serve`) | flag | meaning |",
             "|---|---|---|---|---|---|",
