@@ -157,7 +157,7 @@ SCHEMA: Final = (
     ),
     Section(
         "limits",
-        "Per-request limits.",
+        "Per-request limits, and the front door's bounds per connection and per process.",
         (
             ConfigKey(
                 "limits.max_sockets",
@@ -185,6 +185,42 @@ SCHEMA: Final = (
                 "sent and its `ctx.wait_until` work is done; 504 when nothing was sent yet. "
                 "No limit when unset.",
                 "60",
+            ),
+            ConfigKey(
+                "limits.max_header_size",
+                "positive integer (bytes)",
+                "65536",
+                "65536",
+                "Bytes a request line and its headers may take together; a larger head is "
+                "answered 431 and never held in memory beyond this bound.",
+                "32768",
+            ),
+            ConfigKey(
+                "limits.max_headers",
+                "positive integer",
+                "100",
+                "100",
+                "Header lines one request may have; more are answered 431.",
+                "50",
+            ),
+            ConfigKey(
+                "limits.header_timeout",
+                "positive number of seconds",
+                "10.0",
+                "10.0",
+                "How long a client has to send a complete request head, from the connection's "
+                "start or the request's first byte; then 408 and the connection closes "
+                "(slowloris).",
+                "5",
+            ),
+            ConfigKey(
+                "limits.max_connections",
+                "positive integer",
+                "1000",
+                "1000",
+                "Connections one server process holds open at once; one more is answered 503 "
+                "and closed, and the first refusal is logged once.",
+                "2000",
             ),
         ),
     ),
