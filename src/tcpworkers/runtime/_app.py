@@ -26,9 +26,18 @@ silently once the client is gone, so without the pump a stream would be copied i
 until its source ended.) The pump's cancellation is told apart from a server's (shutdown) with
 ``Task.uncancel()``, as ``asyncio.timeout`` does.
 
-Limits. ``limits.wall_time`` is one deadline for the whole request: the HANDLER and STREAMING
-phases run under ``asyncio.timeout_at`` (expiry: 504 if nothing was sent, else the response is
-aborted), and ``wait_until`` tasks get what is left (then they are cancelled).
+Limits. ``limits.wall_time`` (default 30 s) is the deadline for the response: the HANDLER and
+STREAMING phases run under ``asyncio.timeout_at`` (expiry: 504 if nothing was sent, else the
+response is aborted). ``wait_until`` tasks then get ``limits.wait_until_time`` (default 30 s)
+of their own, after which they are cancelled. Either expiry is logged once, naming where the
+worker's code was waiting (``runtime/_running.py``).
+
+Shutdown. A server that stops waiting for a request (uvicorn after ``shutdown_timeout``)
+cancels its task. The request then ends like any other (scope closed, record reported), with
+one log line for a response that was not complete and one per cancelled ``wait_until`` task,
+and the cancellation is not re-raised: uvicorn would log it as "Exception in ASGI
+application". The lifespan shutdown waits for such requests to finish ending, and flushes the
+logs, so that nothing is logged after the server's last line.
 
 ASGI-application workers (FastAPI, Starlette) are called unchanged inside the same kind of
 scope, with ``env`` and ``ctx`` added to ``scope["state"]`` (``request.state.env``); their
@@ -54,8 +63,10 @@ from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, Client
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Binding, Env
+from tcpworkers.runtime._logging import flush_logs
 from tcpworkers.runtime._request import Request
 from tcpworkers.runtime._response import Response
+from tcpworkers.runtime._running import describe_task, describe_traceback
 from tcpworkers.runtime._settings import Limits, RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
 
@@ -77,6 +88,9 @@ CLIENT_CLOSED_REQUEST: Final = 499
 _PUMP_DELAY: Final = 0.05
 # How long an ASGI application's lifespan call may take to return after its last event.
 _LIFESPAN_END_TIMEOUT: Final = 5.0
+# At lifespan shutdown, how long requests the server just cancelled get to finish ending
+# (closing sockets, reporting); they only clean up, so this is rarely more than milliseconds.
+_SETTLE_TIMEOUT: Final = 5.0
 # Request body bytes the pump buffers ahead of the reader before it stops receiving (uvicorn
 # buffers about as much again before it stops reading the socket).
 _BODY_HIGH_WATER: Final = 64 * 1024
@@ -387,14 +401,21 @@ class WorkerApp:
         self._ready = not bindings  # every binding started
         self._starting: asyncio.Task[None] | None = None
         self._lifespan_lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.worker.kind == "asgi":
-                await self._serve_asgi(scope, receive, send)
-            else:
-                await self._serve_fetch(scope, receive, send)
+            task = asyncio.current_task()
+            assert task is not None
+            self._in_flight.add(task)
+            try:
+                if self.worker.kind == "asgi":
+                    await self._serve_asgi(scope, receive, send)
+                else:
+                    await self._serve_fetch(scope, receive, send)
+            finally:
+                self._in_flight.discard(task)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -471,10 +492,17 @@ class WorkerApp:
         deadline = None if limits.wall_time is None else loop.time() + limits.wall_time
         with use_scope(request_scope):
             inbound.start_later(scope)
+            responded = False
             try:
                 request = Request._from_asgi(scope, inbound.body())
                 await self._respond(request, ctx, exchange, inbound, deadline, label)
-                await self._drain(ctx, deadline, label)
+                responded = True
+                await self._drain(ctx, label)
+            except asyncio.CancelledError as exc:
+                # Only the server cancels from outside (a client leaving is handled in
+                # _respond): see "Shutdown" in the module docstring.
+                if not responded:
+                    await self._cut_off(exchange, exc, label)
             finally:
                 exchange.phase = _Phase.DONE
                 inbound.stop()
@@ -494,6 +522,8 @@ class WorkerApp:
     ) -> None:
         """The HANDLER and STREAMING phases, under the wall-time deadline."""
         timeout = None if deadline is None else asyncio.timeout_at(deadline)
+        running: list[str] = []
+        snapshot = None if deadline is None else _snapshot_at(deadline, running)
         try:
             if timeout is None:
                 await self._handle_and_send(request, ctx, exchange, inbound, label)
@@ -513,7 +543,10 @@ class WorkerApp:
             exchange.error = exc
             if not exchange.started:
                 logger.warning(
-                    "%s exceeded its wall_time of %gs", label, self.settings.limits.wall_time
+                    "%s exceeded its wall_time of %gs; still running: %s",
+                    label,
+                    self.settings.limits.wall_time,
+                    running[0] if running else "unknown",
                 )
                 await self._send_plain(
                     exchange,
@@ -523,14 +556,18 @@ class WorkerApp:
                 )
             else:
                 logger.warning(
-                    "%s exceeded its wall_time of %gs while sending the response; aborted",
+                    "%s exceeded its wall_time of %gs while sending the response; aborted; "
+                    "still running: %s",
                     label,
                     self.settings.limits.wall_time,
+                    running[0] if running else "unknown",
                 )
         except Exception as exc:
             self._stream_failed(exchange, exc, label)
         finally:
             exchange.phase = _Phase.DONE
+            if snapshot is not None:
+                snapshot.cancel()
         if exchange._cancel_requested:
             # The handler swallowed our cancellation; the client is gone all the same.
             exchange.take_disconnect_cancel()
@@ -638,16 +675,36 @@ class WorkerApp:
         except ClientGone:
             exchange.disconnected = True
 
-    async def _drain(self, ctx: ExecutionContext, deadline: float | None, label: str) -> None:
+    async def _drain(self, ctx: ExecutionContext, label: str) -> None:
+        """Wait for the ``wait_until`` tasks, up to ``limits.wait_until_time``."""
         if not ctx.pending:
             ctx._end()  # later wait_until() calls are refused
             return
-        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-        if not await ctx._drain(remaining if remaining is None else max(remaining, 0.0)):
+        limit = self.settings.limits.wait_until_time
+        if not await ctx._drain(limit):
+            count = len(ctx._cancelled)
             logger.warning(
-                "%s: wait_until tasks were still running at the wall_time limit of %gs; cancelled",
+                "%s: %d ctx.wait_until task%s still running past wait_until_time of %gs after "
+                "the response; cancelled: %s",
                 label,
-                self.settings.limits.wall_time,
+                count,
+                "s" * (count != 1),
+                limit,
+                ", ".join(ctx._cancelled),
+            )
+
+    async def _cut_off(self, exchange: _Exchange, exc: BaseException, label: str) -> None:
+        """The server cancelled a request whose response was not complete (shutdown)."""
+        logger.warning(
+            "%s: cancelled by the server's shutdown before the response was complete; "
+            "still running: %s",
+            label,
+            describe_traceback(exc.__traceback__),
+        )
+        exchange.phase = _Phase.DONE
+        if not exchange.started:  # the client gets an answer, not a dropped connection
+            await self._send_plain(
+                exchange, http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down"
             )
 
     def _report(
@@ -707,7 +764,10 @@ class WorkerApp:
 
         loop = asyncio.get_running_loop()
         deadline = None if limits.wall_time is None else loop.time() + limits.wall_time
+        running: list[str] = []
+        snapshot = None if deadline is None else _snapshot_at(deadline, running)
         with use_scope(request_scope):
+            responded = False
             try:
                 timeout = asyncio.timeout_at(deadline)
                 try:
@@ -720,7 +780,12 @@ class WorkerApp:
                         await self._asgi_failed(exchange, exc, label)
                     else:
                         exchange.error = exc
-                        logger.warning("%s exceeded its wall_time of %gs", label, limits.wall_time)
+                        logger.warning(
+                            "%s exceeded its wall_time of %gs; still running: %s",
+                            label,
+                            limits.wall_time,
+                            running[0] if running else "unknown",
+                        )
                         if not exchange.started:
                             await self._send_plain(
                                 exchange,
@@ -733,7 +798,14 @@ class WorkerApp:
                         await self._asgi_failed(exchange, exc, label)
                 except Exception as exc:
                     await self._asgi_failed(exchange, exc, label)
-                await self._drain(ctx, deadline, label)
+                finally:
+                    if snapshot is not None:
+                        snapshot.cancel()
+                responded = True
+                await self._drain(ctx, label)
+            except asyncio.CancelledError as exc:  # the server's shutdown: see the docstring
+                if not responded:
+                    await self._cut_off(exchange, exc, label)
             finally:
                 await _end_scope(ctx, request_scope)
                 self._report(method, path, exchange, False, started_at, request_scope)
@@ -801,6 +873,7 @@ class WorkerApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
+                await self._settle_requests()
                 failure = None
                 if inner is not None:
                     try:
@@ -809,11 +882,17 @@ class WorkerApp:
                         logger.exception("%s failed to shut down", self.worker.name)
                         failure = str(exc)
                 await self.shutdown()
+                flush_logs()  # the access lines of the last requests, before the server's
                 if failure is None:
                     await send({"type": "lifespan.shutdown.complete"})
                 else:
                     await send({"type": "lifespan.shutdown.failed", "message": failure})
                 return
+
+    async def _settle_requests(self) -> None:
+        """Let requests the server cancelled at shutdown finish ending (bounded)."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=_SETTLE_TIMEOUT)
 
 
 def _plain(status: http.HTTPStatus, text: str) -> Response:
@@ -824,14 +903,29 @@ def _plain(status: http.HTTPStatus, text: str) -> Response:
     )
 
 
+def _snapshot_at(deadline: float, into: list[str]) -> asyncio.TimerHandle:
+    """At ``deadline``, note where the current task is waiting, before the timeout unwinds it.
+
+    Both timers are due in the same loop pass, and a cancelled task resumes only in a later
+    one, so the chain of awaits is still intact whichever of the two runs first.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    return asyncio.get_running_loop().call_at(deadline, lambda: into.append(describe_task(task)))
+
+
 async def _end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
     """The end of a request, whatever happened: no wait_until task and no socket outlives it.
 
     Shielded, so a server cancelling the request cannot cut the clean-up short; skipped when
     there is nothing to clean up (the common case: a shield costs a task).
     """
-    if ctx.pending:  # the server cancelled us mid-drain: take the wait_until tasks along
+    if ctx.pending:  # the request was cut off: take its wait_until tasks along
         await asyncio.shield(ctx._drain(0))
+        for where in ctx._cancelled:
+            logger.warning(
+                "%s: ctx.wait_until work cancelled with its request: %s", ctx._label, where
+            )
     ctx._end()
     if request_scope.stats.sockets_opened and request_scope.open_resources:
         await asyncio.shield(request_scope.aclose())
