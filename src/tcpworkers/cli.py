@@ -43,10 +43,12 @@ from tcpworkers.config import (
     worker_path,
 )
 from tcpworkers.errors import WorkerLoadError
+from tcpworkers.runtime._devloop import reloader_class
 from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
 from tcpworkers.runtime._frontdoor import front_door
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp
+from tcpworkers.runtime._scaffold import init_project
 from tcpworkers.runtime._settings import Mode
 from tcpworkers.runtime._worker import Worker, load_worker
 
@@ -151,8 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tcpworkers`` argument parser (its ``--help`` is the CLI reference)."""
     parser = argparse.ArgumentParser(prog="tcpworkers", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"tcpworkers {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # No command: main() prints the overview (the commands with an example each).
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     formatter = argparse.RawDescriptionHelpFormatter
+
+    init = commands.add_parser(
+        "init",
+        help="write a worker and a tcpworkers.toml to start from",
+        description="Write worker.py and a tcpworkers.toml with every setting commented at its "
+        "default, then print the command that serves them.",
+        epilog="example: tcpworkers init hello && cd hello && tcpworkers dev",
+        formatter_class=formatter,
+    )
+    init.add_argument(
+        "directory",
+        nargs="?",
+        default=".",
+        metavar="DIR",
+        help="where to write them (created if needed; default: the current directory)",
+    )
 
     dev = commands.add_parser(
         "dev",
@@ -255,6 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         application failed to start, 2 for command-line usage errors (from argparse).
     """
     args = build_parser().parse_args(argv)
+    if args.command is None:
+        print(_OVERVIEW, end="")
+        return 0
+    if args.command == "init":
+        return _init(args.directory)
     mode: Mode = args.mode if args.command == "check" else args.command
     overrides = _overrides(args)
     try:
@@ -265,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_secrets(config.runtime.secrets.values())
     if args.command == "check":
         return _check(config, args.worker)
-    logging.config.dictConfig(log_config(config.server.log_format))
+    logging.config.dictConfig(log_config(config.server.log_format, quiet=mode == "dev"))
     os.environ.update(_launch_environ(mode, args, overrides))
     return _serve(config, args.worker or config.worker)
 
@@ -293,7 +317,49 @@ def _check(config: Config, shown: str | None) -> int:
         return 1
     for line in _summary(config, label, worker):
         print(line)
-    print(f"ok: {label} is ready to serve")
+    other = "dev" if config.mode == "serve" else "serve"
+    print(
+        f"ok: {label} is ready for tcpworkers {config.mode} (checked as `{config.mode}`; "
+        f"--mode {other} checks it for tcpworkers {other})"
+    )
+    return 0
+
+
+# --- init and the overview ----------------------------------------------------------------
+
+_OVERVIEW: Final = "\n".join(
+    [
+        f'tcpworkers {__version__}: serve Python request handlers ("workers") over HTTP, with',
+        "Cloudflare-Workers-style outbound sockets.",
+        "",
+        "commands:",
+        "  init [DIR]       write a worker and a tcpworkers.toml to start from",
+        "      tcpworkers init hello && cd hello && tcpworkers dev",
+        "  dev [WORKER]     serve a worker for development: reload on change, error pages",
+        "      tcpworkers dev worker.py --port 8787",
+        "  serve [WORKER]   serve a worker in production: strict egress, JSON logs, N processes",
+        "      tcpworkers serve worker.py --host 0.0.0.0 --port 8080 --workers 4",
+        "  check [WORKER]   check the configuration and the worker, then exit",
+        "      tcpworkers check worker.py --mode serve",
+        "",
+        "tcpworkers COMMAND --help shows a command's options; the docs: docs/ (mkdocs serve).",
+        "",
+    ]
+)
+
+
+def _init(directory: str) -> int:
+    target = Path(directory)
+    try:
+        written = init_project(target)
+    except OSError as exc:
+        print(f"tcpworkers init: error: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {display_path(path)}")
+    here = target.resolve() == Path.cwd().resolve()
+    cd = "" if here else f"cd {display_path(target)} && "
+    print(f"next: {cd}tcpworkers dev")
     return 0
 
 
@@ -381,7 +447,7 @@ def _reload_paths(config: Config) -> tuple[list[str], list[str]]:
 def _serve(config: Config, shown: str) -> int:
     # Imported here: `check` and `--help` do not need the server.
     import uvicorn
-    from uvicorn.supervisors import ChangeReload, Multiprocess
+    from uvicorn.supervisors import Multiprocess
 
     server_settings = config.server
     single = not server_settings.reload and server_settings.workers == 1
@@ -394,10 +460,10 @@ def _serve(config: Config, shown: str) -> int:
             # broken worker into one clear error instead of processes failing one by one.
             load_worker(config.worker)
     except WorkerLoadError as exc:
-        _log.error("%s", exc)
-        return 1
-    except Exception:
-        _log.exception("loading %s failed", shown)
+        return _usage_error(config, str(exc))
+    except Exception as exc:
+        _usage_error(config, f"loading {shown} failed:")
+        traceback.print_exception(exc, file=sys.stderr)
         return 1
     try:
         sock = _bind(server_settings.host, server_settings.port)
@@ -407,14 +473,11 @@ def _serve(config: Config, shown: str) -> int:
             if exc.errno == errno.EADDRINUSE
             else "check the address (--host, or host in [server])"
         )
-        _log.error(
-            "cannot listen on %s:%s: %s; %s",
-            server_settings.host,
-            server_settings.port,
-            exc.strerror or exc,
-            hint,
+        return _usage_error(
+            config,
+            f"cannot listen on {server_settings.host}:{server_settings.port}: "
+            f"{exc.strerror or exc}; {hint}",
         )
-        return 1
     port = sock.getsockname()[1]
     reload_dirs, reload_includes = _reload_paths(config) if server_settings.reload else (None, None)
     uv_config = uvicorn.Config(
@@ -426,7 +489,7 @@ def _serve(config: Config, shown: str) -> int:
         http=front_door(config.runtime.limits),  # httptools with the front door's bounds
         lifespan="on",
         interface="asgi3",
-        log_config=log_config(server_settings.log_format),
+        log_config=log_config(server_settings.log_format, quiet=config.mode == "dev"),
         access_log=False,  # tcpworkers.runtime._logging.AccessLog writes the access log
         workers=server_settings.workers,
         reload=server_settings.reload,
@@ -438,7 +501,9 @@ def _serve(config: Config, shown: str) -> int:
     # Every mode handles SIGTERM/SIGINT from before the startup line on: a supervisor or a
     # server told to stop before it started stops right away, and gracefully.
     if server_settings.reload:
-        reloader = ChangeReload(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])
+        # uvicorn's reloader, telling each new server process what changed (one "reloaded"
+        # line instead of uvicorn's life cycle; see runtime/_devloop.py).
+        reloader = reloader_class()(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])
         _on_stop_signals(reloader.signal_handler)
         _announce(config, shown, port)
         reloader.run()
@@ -463,6 +528,13 @@ def _serve(config: Config, shown: str) -> int:
             return 1
         raise
     return 0 if server.started else 1
+
+
+def _usage_error(config: Config, message: str) -> int:
+    """A mistake on the command line (a worker that does not load, a port in use): plain text
+    on stderr, whatever the log format; JSON is for the log stream once the server runs."""
+    print(f"tcpworkers {config.mode}: error: {message}", file=sys.stderr)
+    return 1
 
 
 def _on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:

@@ -24,6 +24,9 @@ sys.path.insert(0, str(DEMO))
 
 import harness  # noqa: E402
 
+# The demo runs as a child process (launch.py, PostgreSQL, tcpworkers dev).
+pytestmark = pytest.mark.slow
+
 
 def demo_env(state: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -95,7 +98,6 @@ def test_egress_decisions_are_reported(demo: harness.RunningDemo) -> None:
     assert re.search(r"^tcpworkers_egress_denied_total [1-9]", metrics, re.M), metrics
 
 
-@pytest.mark.slow
 def test_the_live_page_renders_live_values_in_chromium(demo: harness.RunningDemo) -> None:
     with httpx.Client(base_url=demo.url, timeout=20) as http:
         http.post("/api/entries", json={"name": "chromium", "message": "rendered by a browser"})
@@ -114,7 +116,6 @@ def test_the_live_page_renders_live_values_in_chromium(demo: harness.RunningDemo
     assert "<b>chromium</b><span>rendered by a browser</span>" in dom
 
 
-@pytest.mark.slow
 def test_a_second_start_reuses_the_database_in_under_3_seconds(
     state_dir: Path, demo: harness.RunningDemo
 ) -> None:

@@ -18,7 +18,7 @@ from tcpworkers.config import Config, load_config
 from tcpworkers.egress import _policy
 from tcpworkers.runtime._config_schema import SCHEMA, render_markdown, section_keys
 
-pytestmark = pytest.mark.filterwarnings("error")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error")]
 
 ENV = {"HOME": "/root"}
 

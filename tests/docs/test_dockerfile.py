@@ -11,8 +11,11 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.runtime.cli_harness import run, tcpworkers
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

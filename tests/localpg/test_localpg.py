@@ -26,6 +26,9 @@ from tcpworkers.localpg._proc import alive
 
 from ..pgserver import PgServer, answers, shared_postgres
 
+# Every test here runs initdb and postgres (subprocesses), or uses a cluster that did.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
@@ -155,15 +158,6 @@ def test_server_files_belong_to_an_unprivileged_account(scram_postgres: PgServer
         assert owner != 0  # PostgreSQL refuses root; the launcher ran it as "nobody"
     else:
         assert owner == os.geteuid()
-
-
-def test_arguments_are_checked_at_once() -> None:
-    with pytest.raises(ValueError, match="auth must be one of"):
-        LocalPostgres(auth="ident")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="both ssl_cert and ssl_key"):
-        LocalPostgres(ssl_cert="/x.crt")
-    with pytest.raises(ValueError, match="without quotes"):
-        LocalPostgres(password="it's")
 
 
 @pytest.fixture

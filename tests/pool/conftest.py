@@ -43,9 +43,14 @@ def make_pool(settings: PoolSettings, upstream: UpstreamParams, name: str = "DB"
 
 @contextlib.asynccontextmanager
 async def serve_binding(
-    settings: PoolSettings, *, name: str = "DB", start: bool = True, upstream_port: int = 5432
+    settings: PoolSettings,
+    *,
+    name: str = "DB",
+    start: bool = True,
+    upstream_port: int = 5432,
+    upstream_dsn: str | None = None,
 ) -> AsyncIterator[Binding]:
-    upstream = parse_dsn(UPSTREAM.replace(":5432/", f":{upstream_port}/"))
+    upstream = parse_dsn(upstream_dsn or UPSTREAM.replace(":5432/", f":{upstream_port}/"))
     pool = make_pool(settings, upstream, name)
     if start:
         await pool.start()

@@ -133,3 +133,20 @@ async def test_set_local_does_not_pin(single: Binding) -> None:
     finally:
         await conn.close()
     assert single.pool.stats().resets == 0
+
+
+async def test_a_listening_client_gets_its_notifications(single: Binding) -> None:
+    conn = await asyncpg.connect(single.dsn)
+    got: list[str] = []
+    try:
+        await conn.add_listener("pool_core_events", lambda *args: got.append(args[3]))
+        assert single.pool.stats().pins == {"listen": 1}
+        direct = await asyncpg.connect(DIRECT)
+        try:
+            await direct.execute("select pg_notify('pool_core_events', 'hello')")
+        finally:
+            await direct.close()
+        await eventually(lambda: got == ["hello"])
+        assert await conn.fetchval("select 1") == 1  # the pinned connection keeps working
+    finally:
+        await conn.close()

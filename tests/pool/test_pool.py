@@ -10,7 +10,8 @@ import pytest
 
 from tcpworkers.errors import PoolClosedError, PoolTimeoutError
 from tcpworkers.pool._dsn import parse_dsn
-from tcpworkers.pool._pool import WAIT_BOUNDS, Pool, PoolSettings
+from tcpworkers.pool._pool import MAX_STATEMENTS, WAIT_BOUNDS, Pool, PoolSettings
+from tcpworkers.pool._server import ServerStatement
 from tcpworkers.pool._upstream import cancel_query, open_server_connection
 
 from .conftest import UPSTREAM, eventually
@@ -161,3 +162,15 @@ async def test_close_fails_waiters_and_later_acquires(make: list[Pool], clock: C
         await pool.acquire()
     pool.release(held)  # after close: ignored, never raises
     assert pool.stats().closed == {"pool_closed": 1}
+
+
+async def test_a_full_statement_cache_is_reset_on_release(make: list[Pool], clock: Clock) -> None:
+    pool = new_pool(make, clock, min_size=1, max_size=1)
+    await pool.start()
+    server = await pool.acquire()
+    for i in range(MAX_STATEMENTS + 1):
+        server.statements[(f"select {i}", ())] = ServerStatement(f"_tw_x{i}", (f"select {i}", ()))
+    pool.release(server)
+    assert pool.stats().resetting == 1
+    assert await pool.acquire() is server
+    assert server.statements == {}

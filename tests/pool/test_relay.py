@@ -217,3 +217,27 @@ async def test_psycopg_over_a_unix_socket(tmp_path: Path) -> None:
         finally:
             server.close()
             await server.wait_closed()
+
+
+async def test_asyncpg_pool_on_the_binding_does_not_pin(binding: Binding) -> None:
+    """asyncpg's own pool resets a connection on release (RESET ALL, UNLISTEN *, ...)."""
+    async with asyncpg.create_pool(binding.dsn, min_size=2, max_size=2) as client_pool:
+        for i in range(6):
+            async with client_pool.acquire() as conn:
+                assert await conn.fetchval("select $1::int", i) == i
+    stats = binding.pool.stats()
+    assert stats.pins == {}
+    assert stats.pinned == 0
+
+
+async def test_psycopg_closes_statements_at_the_protocol_level(binding: Binding) -> None:
+    async with await psycopg.AsyncConnection.connect(binding.dsn, autocommit=True) as conn:
+        conn.prepare_threshold = 0  # prepare everything...
+        conn.prepared_max = 2  # ...and evict (protocol-level Close) past two statements
+        for i in range(6):
+            cur = await conn.execute(f"select %s::int + {i}", (1,))
+            assert await cur.fetchone() == (1 + i,)
+        for i in range(6):
+            cur = await conn.execute(f"select %s::int + {i}", (2,))
+            assert await cur.fetchone() == (2 + i,)
+    assert binding.pool.stats().pinned == 0

@@ -274,3 +274,31 @@ def test_corrupted_valid_stream_never_crashes(
     except PgProtocolError:
         return
     assert parser.buffered < 4096 + 5
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(backend, max_size=15),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.frozensets(st.sampled_from(b"ZCESDT1")),
+)
+def test_scan_forwards_the_same_bytes_and_stops_where_asked(
+    msgs: list[m.Message], cuts: list[int], stop: frozenset[int]
+) -> None:
+    data = b"".join(x.encode() for x in msgs)
+    parser = BackendParser()
+    seen = bytearray()
+    stopped: list[int] = []
+    last = 0
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+        parser.feed(data[last:cut])
+        last = cut
+        while True:
+            passed, frame = parser.scan(stop)
+            seen += passed
+            if frame is None:
+                break
+            stopped.append(frame.type)
+            seen += frame.raw
+    assert bytes(seen) == data
+    assert stopped == [x.TYPE[0] for x in msgs if x.TYPE[0] in stop]

@@ -12,7 +12,7 @@ from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.pool._wire import BackendParser
 
-from .conftest import DATABASE, PASSWORD, USER, Binding, serve_binding
+from .conftest import DATABASE, PASSWORD, USER, Binding, eventually, serve_binding
 
 
 class RawClient:
@@ -165,3 +165,65 @@ async def test_ssl_request_is_refused_with_n_and_protocol_errors_are_fatal(singl
         assert await reader.read() == b""
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("garbage", "why"),
+    [
+        (b"Z\0\0\0\4", "unknown frontend message type 'Z'"),
+        (b"B\0\0\0\6ab", "missing portal or statement name"),
+        (b"Q\0\0\0\6ab", "no terminating NUL"),
+        (b"p\0\0\0\5x", "unexpected 'p' message"),
+    ],
+)
+async def test_garbage_after_login_is_fatal_and_leaks_nothing(
+    single: Binding, garbage: bytes, why: str
+) -> None:
+    c = await RawClient.connect(single)
+    try:
+        c.writer.write(garbage)
+        error = await c.next()
+        assert isinstance(error, m.ErrorResponse)
+        assert (error.sqlstate, error.get("S")) == ("08P01", "FATAL")
+        assert why in error.message
+        assert await c.reader.read() == b""
+    finally:
+        c.writer.close()
+    await eventually(lambda: single.pool.stats().idle == 1)
+    assert single.pool.stats().closed == {}
+
+
+async def test_terminate_inside_a_transaction_rolls_back(single: Binding) -> None:
+    c = await RawClient.connect(single)
+    await c.send(m.Query("BEGIN"))
+    await c.send(m.Query("SET LOCAL statement_timeout = 1234"))
+    await c.close()  # Terminate while the transaction is open
+    await eventually(lambda: single.pool.stats().idle == 1)
+    other = await RawClient.connect(single)
+    try:
+        other.writer.write(m.Query("show statement_timeout").encode())
+        answers = await other.until_ready()
+        rows = [x for x in answers if isinstance(x, m.DataRow)]
+        assert rows == [m.DataRow((b"0",))]
+        assert answers[-1] == m.ReadyForQuery("I")
+    finally:
+        await other.close()
+    assert single.pool.stats().resets == 1
+
+
+async def test_a_newer_protocol_minor_is_negotiated_down_to_3_0(single: Binding) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", single.port)
+    c = RawClient(reader, writer)
+    try:
+        hello = m.StartupMessage(
+            (("user", USER), ("database", DATABASE), ("_pq_.future_option", "on")),
+            protocol=(3 << 16) | 2,
+        )
+        writer.write(hello.encode())
+        assert await c.next() == m.NegotiateProtocolVersion(0, ("_pq_.future_option",))
+        assert await c.next() == m.Authentication(m.AUTH_CLEARTEXT)
+        writer.write(m.PasswordMessage(PASSWORD.encode() + b"\0").encode())
+        await c.until_ready()
+        assert "DataRow" in await c.send(m.Query("select 1"))
+    finally:
+        await c.close()

@@ -96,7 +96,6 @@ def test_no_flags_override_nothing() -> None:
         (["dev", "--log-format", "xml"], "argument --log-format: invalid choice: 'xml'"),
         (["dev", "w.py", "--workers", "2"], "unrecognized arguments: --workers 2"),
         (["serve", "--no-reload"], "unrecognized arguments: --no-reload"),
-        ([], "the following arguments are required: COMMAND"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,7 +156,8 @@ def test_check_prints_a_summary(tmp_path: Path) -> None:
         "secrets:  API_KEY (from $CHECK_API_KEY)",
         "bindings: DB (postgres)",
         "server:   http://127.0.0.1:8787, 1 process, metrics off, json logs",
-        f"ok: {HELLO} is ready to serve",
+        f"ok: {HELLO} is ready for tcpworkers serve (checked as `serve`; --mode dev checks it "
+        "for tcpworkers dev)",
     ]
     assert "value-never-printed" not in result.stdout + result.stderr
 
@@ -279,8 +279,8 @@ def test_a_port_in_use() -> None:
         result = run("serve", HELLO, "--port", str(port), "--log-format", "text")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; is another server "
-        "running there? choose another port with --port"
+        f"tcpworkers serve: error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "is another server running there? choose another port with --port"
     )
 
 
@@ -289,8 +289,8 @@ def test_an_address_not_on_this_machine() -> None:
     result = run("serve", HELLO, "--host", "192.0.2.1", "--port", "0", "--log-format", "text")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: cannot listen on 192.0.2.1:0: Cannot assign requested address; check the "
-        "address (--host, or host in [server])"
+        "tcpworkers serve: error: cannot listen on 192.0.2.1:0: Cannot assign requested "
+        "address; check the address (--host, or host in [server])"
     )
 
 
@@ -344,7 +344,7 @@ def test_create_app_with_a_config_error(
 ) -> None:
     config = tmp_path / "tcpworkers.toml"
     config.write_text("[limits]\nmax_sockets = -1\n")
-    launch("dev", HELLO, str(config))
+    launch("serve", HELLO, str(config))  # dev answers with the error instead: test_devloop_cli
     with pytest.raises(SystemExit) as info:
         create_app()
     assert info.value.code == 3
@@ -354,12 +354,12 @@ def test_create_app_with_a_config_error(
 def test_create_app_with_a_broken_worker(
     launch: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    launch("dev", worker("no_handler.py"))
+    launch("serve", worker("no_handler.py"))
     with pytest.raises(SystemExit) as info:
         create_app()
     assert info.value.code == 3
     assert "has no handler" in caplog.text
-    launch("dev", worker("import_error.py"))
+    launch("serve", worker("import_error.py"))
     caplog.clear()
     with pytest.raises(SystemExit) as info:
         create_app()

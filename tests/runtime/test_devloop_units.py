@@ -19,6 +19,8 @@ from tcpworkers.runtime._devloop import (
 )
 from tcpworkers.runtime._terminal import AccessTextFormatter, TextFormatter, wants_colour
 
+pytestmark = pytest.mark.unit
+
 
 class FakeTTY(io.StringIO):
     def isatty(self) -> bool:

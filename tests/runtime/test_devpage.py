@@ -22,6 +22,8 @@ from tcpworkers.runtime._devpage import (
 )
 
 SECRET = "sk-live-0123456789"
+pytestmark = pytest.mark.unit
+
 USER_CODE = f'''\
 import asyncio
 

@@ -13,6 +13,8 @@ from tcpworkers.runtime._config_schema import SCHEMA
 from tcpworkers.runtime._scaffold import config_template, init_project
 from tcpworkers.runtime._worker import load_worker
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("mode", ["dev", "serve"])
 def test_the_template_loads_as_written(tmp_path: Path, mode: str) -> None:

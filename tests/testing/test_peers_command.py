@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.runtime.cli_harness import tcpworkers
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 

@@ -151,7 +151,8 @@ class EntryPointsMixin:
         if sock.family == socket.AF_UNIX:
             policy = scope.policy if scope is not None else default_policy()
             decision = policy.decide_unix(str(address))
-            if not decision.allowed:
+            # The runtime's own listener (a pool binding) is not egress.
+            if not decision.allowed and not is_local_endpoint(str(address)):
                 if scope is not None:
                     scope.record_denial()
                 raise EgressDeniedError(

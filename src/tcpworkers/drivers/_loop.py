@@ -290,9 +290,10 @@ class GateMixin(EntryPointsMixin):
         conn = _TrackedConnection(scope, description)
         await scope.acquire(conn)
         try:
-            transport, protocol = await base.create_unix_connection(
-                lambda: conn.wrap(protocol_factory()), path, **kwargs
-            )
+            with trusted_connections():  # decided: the base loop's sock_connect must not re-gate
+                transport, protocol = await base.create_unix_connection(
+                    lambda: conn.wrap(protocol_factory()), path, **kwargs
+                )
         except BaseException:
             scope.release(conn)
             raise

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -43,6 +44,7 @@ from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_serve
 
 __all__ = ["CheckResult", "PostgresBinding", "check_upstream"]
 
+_log = logging.getLogger("tcpworkers.pool")
 # The port in the socket's name (.s.PGSQL.5432): PostgreSQL's default, so tools that assume
 # it (psql -h DIR) work too.
 SOCKET_PORT: Final = 5432
@@ -102,7 +104,8 @@ class PostgresBinding:
         self._dir: str | None = None
         self._server: asyncio.AbstractServer | None = None
         self._pool: Pool | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._stopping = False
 
     # -- what the worker sees -------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class PostgresBinding:
         """Start the pool, then listen on the private socket."""
         if self._server is not None:
             return
+        self._stopping = False
         with use_scope(None):
             pool = Pool(self.name, self.settings, self._connect, self._cancel)
             await pool.start()
@@ -175,12 +179,17 @@ class PostgresBinding:
 
     async def stop(self) -> None:
         """Stop listening, end client connections, close the pool, remove the directory."""
+        self._stopping = True
         server, self._server = self._server, None
         if self._dir is not None:
             unregister_local_endpoint(self.socket_path)
         if server is not None:
             server.close()
         if self._clients:
+            # Closing a client's connection ends its serve_client (its server connection goes
+            # back to the pool, rolled back); what does not end in time is cancelled.
+            for writer in self._clients.values():
+                writer.transport.abort()
             _done, pending = await asyncio.wait(list(self._clients), timeout=_STOP_GRACE)
             for task in pending:
                 task.cancel()
@@ -199,7 +208,7 @@ class PostgresBinding:
         task = asyncio.current_task()
         assert task is not None
         assert self._pool is not None
-        self._clients.add(task)
+        self._clients[task] = writer
         try:
             await serve_client(
                 reader,
@@ -209,8 +218,17 @@ class PostgresBinding:
                 database=self.database,
                 password=self._secret,
             )
+        except asyncio.CancelledError:
+            # stop() cancels what did not end in time; this is the connection's own task
+            # (asyncio's stream server would log a cancelled one), so end quietly then.
+            if not self._stopping:
+                raise
+        except Exception:
+            # serve_client answers client and server failures itself: what escapes it is a bug.
+            # Log it with the binding's name; the client's connection is closed below.
+            _log.exception("pool binding %s: serving a client connection failed", self.name)
         finally:
-            self._clients.discard(task)
+            del self._clients[task]
             if not writer.is_closing():
                 writer.close()
 

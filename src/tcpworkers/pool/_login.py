@@ -51,7 +51,7 @@ async def _next(reader: asyncio.StreamReader, parser: FrontendParser) -> m.Messa
 def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
     """A FATAL error for a startup parameter the pool cannot honour, or None."""
     for name, value in hello.parameters:
-        if name in ("user", "database") or name in _IGNORED:
+        if name in ("user", "database") or name in _IGNORED or name.startswith("_pq_."):
             continue
         if name == "replication":
             return fatal("08P01", "replication connections are not supported by the pool binding")
@@ -117,6 +117,9 @@ async def login(
             )
         )
         return None
+    extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
+    if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
+        writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
     writer.write(m.Authentication(m.AUTH_CLEARTEXT).encode())
     answer = await _next(reader, parser)
     if not isinstance(answer, m.PasswordMessage):

@@ -37,6 +37,9 @@ __all__ = ["Pool", "PoolSettings", "PoolStats"]
 log = logging.getLogger("tcpworkers.pool")
 
 _RESET_TIMEOUT = 5.0
+# Statements the pooler keeps prepared on one server connection; past this, the next release
+# resets it (DISCARD ALL drops them) so memory on both sides stays bounded.
+MAX_STATEMENTS = 1000
 # Acquire waits in seconds: 100 us .. 10 s, then +Inf.
 WAIT_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
@@ -230,7 +233,12 @@ class Pool:
         expired = self._clock() - server.created >= self.settings.max_lifetime
         if expired and server.state is not ServerState.SV_PINNED:
             self._discard(server, "max_lifetime")
-        elif dirty or txn_status != "I" or server.state is ServerState.SV_PINNED:
+        elif (
+            dirty
+            or txn_status != "I"
+            or server.state is ServerState.SV_PINNED
+            or len(server.statements) > MAX_STATEMENTS
+        ):
             self._move(server, Event.RELEASE_DIRTY)
             self._spawn(self._reset(server, txn_status))
         else:
@@ -416,7 +424,10 @@ class Pool:
     async def _janitor_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self._janitor_interval)
-            self._sweep()
+            try:
+                self._sweep()
+            except Exception:  # a bug here must not stop the janitor for good
+                log.exception("pool %s: janitor sweep failed", self.name)
 
     def _sweep(self) -> None:
         now = self._clock()

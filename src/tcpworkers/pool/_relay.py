@@ -42,7 +42,14 @@ from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
 from ._sql import analyze, changed_parameters
 from ._state import ClientState, Event, next_state
-from ._wire import Frame, FrontendParser, decode_backend, decode_frontend, error_response
+from ._wire import (
+    Frame,
+    FrontendParser,
+    bind_statement,
+    decode_backend,
+    decode_frontend,
+    error_response,
+)
 
 __all__ = ["serve_client"]
 
@@ -61,6 +68,9 @@ _ENDS: Final = {
     ord("Q"): _ENDS_Z,
     ord("F"): _ENDS_Z,
 }
+# What the server task must look at: the front entry's completions, errors, ParameterStatus.
+_STOP_IDLE: Final = frozenset(b"ES")
+_STOPS: Final = {ends: ends | _STOP_IDLE for ends in {*_ENDS.values(), _NEVER}}
 # Pending entry actions: forward the completion; drop it (the pooler sent the message); emit
 # synthetic bytes when the entry reaches the front; a Parse whose ParseComplete marks a server
 # statement ready (forwarded or dropped).
@@ -70,15 +80,6 @@ _CLOSE_COMPLETE: Final = m.CloseComplete().encode()
 _READY_IDLE: Final = m.ReadyForQuery("I").encode()
 
 _Entry = tuple[frozenset[int], int, ServerStatement | bytes | None]
-
-
-def _bind_names(body: bytes) -> tuple[int, str, int]:
-    """Where a Bind body's portal name ends, its statement name, and where the rest starts."""
-    first = body.find(0)
-    second = body.find(0, first + 1)
-    if first < 0 or second < 0:
-        raise PgProtocolError("malformed Bind message: missing portal or statement name")
-    return first + 1, body[first + 1 : second].decode("utf-8", "surrogateescape"), second + 1
 
 
 class _Client:
@@ -190,7 +191,7 @@ class _Client:
                 return raw
             body = raw[5:]
             if kind == 66:
-                head, name, rest = _bind_names(body)
+                head, name, rest = bind_statement(body)
             else:
                 head, name, rest = 1, body[1:-1].decode("utf-8", "surrogateescape"), len(body)
             out = self.ensure(server, name)
@@ -323,12 +324,22 @@ class _Client:
         self.writer.close()
 
     def answers(self, server: PooledServer, out: list[bytes]) -> bool:
-        """Forward what the server sent; True when the transaction ended (release now)."""
+        """Forward what the server sent; True when the transaction ended (release now).
+
+        Only completions of the front entry, errors and ParameterStatus are looked at; every
+        other message (rows above all) is forwarded in bulk by ``scan``."""
         pending = self.pending
-        for kind, raw in server.parser.frames():
+        parser = server.parser
+        while True:
             if pending and pending[0][1] == _SYNTHETIC:
                 out.extend(self.leading_synthetic())
             entry = pending[0] if pending else None
+            passed, frame = parser.scan(_STOPS[entry[0]] if entry is not None else _STOP_IDLE)
+            if passed:
+                out.append(passed)
+            if frame is None:
+                break
+            kind, raw = frame
             if entry is not None and kind in entry[0]:
                 pending.popleft()
                 action, data = entry[1], entry[2]
@@ -336,33 +347,39 @@ class _Client:
                     data.ready = True
                 if action in (_FORWARD, _PARSE_FORWARD):
                     out.append(raw)
-                if pending and pending[0][1] == _SYNTHETIC:
-                    out.extend(self.leading_synthetic())
                 if kind == 90:  # ReadyForQuery
-                    self.txn_status = chr(raw[5])
-                    self.boundary = self.txn_status == "I" and not pending
-                    if (
-                        self.boundary
-                        and server.parameters != server.baseline
-                        and changed_parameters(server.baseline, server.parameters)
-                    ):
-                        self.pin(server, "parameter_status")
+                    self.ready(server, chr(raw[5]))
                 continue
             if kind == 69 and entry is not None and entry[0] is not _ENDS_Z:  # ErrorResponse
-                while pending and pending[0][0] is not _ENDS_Z:
-                    statement = pending.popleft()[2]
-                    if (
-                        isinstance(statement, ServerStatement)
-                        and server.statements.get(statement.key) is statement
-                        and not statement.ready
-                    ):
-                        del server.statements[statement.key]
+                self.skip_to_sync(server)
             elif kind == 83:  # ParameterStatus
-                status = decode_backend(Frame(kind, raw))
+                status = decode_backend(frame)
                 assert isinstance(status, m.ParameterStatus)
                 server.parameters[status.name] = status.value
             out.append(raw)
         return self.boundary and self.state is not ClientState.CL_PINNED
+
+    def ready(self, server: PooledServer, txn_status: str) -> None:
+        self.txn_status = txn_status
+        self.boundary = txn_status == "I" and not self.pending
+        if (
+            self.boundary
+            and server.parameters != server.baseline
+            and changed_parameters(server.baseline, server.parameters)
+        ):
+            self.pin(server, "parameter_status")
+
+    def skip_to_sync(self, server: PooledServer) -> None:
+        """After an error the server ignores messages up to Sync; so do their entries."""
+        pending = self.pending
+        while pending and pending[0][0] is not _ENDS_Z:
+            statement = pending.popleft()[2]
+            if (
+                isinstance(statement, ServerStatement)
+                and server.statements.get(statement.key) is statement
+                and not statement.ready
+            ):
+                del server.statements[statement.key]
 
     # -- end ---------------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ In transaction mode a server connection goes back to the pool when a transaction
 anything that outlives the transaction would leak into the next client's. :func:`analyze` reads
 SQL text (simple-protocol queries and Parse'd statements alike) and names what it leaves behind:
 
-- ``set``: SET/RESET of a session value. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS end with
-  the transaction and are fine; a plain SET inside a transaction block survives COMMIT, so every
-  plain SET pins, inside a transaction or not.
+- ``set``: SET of a session value. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS end with the
+  transaction and are fine; a plain SET inside a transaction block survives COMMIT, so every plain
+  SET pins, inside a transaction or not. RESET does not pin: on a connection that is not pinned
+  every setting already has its session default, so RESET changes nothing (and asyncpg's pool
+  sends RESET ALL on every release, which must not pin).
 - ``set_config``: ``set_config(name, value, is_local)`` unless ``is_local`` is literally ``true``.
 - ``listen``, ``temp`` (CREATE TEMP ..., SELECT ... INTO TEMP, anything naming ``pg_temp``),
   ``prepare`` (SQL-level PREPARE), ``advisory_lock`` (the session variants; the ``_xact_`` ones
@@ -189,7 +191,7 @@ def _statement_pins(statement: list[tuple[str, str]]) -> tuple[list[str], bool]:
     second = words[1] if len(words) > 1 else ""
     if first == "set" and second not in _TRANSACTION_SCOPED_SET:
         pins.append("set")
-    elif first == "reset" or first == "listen" or first == "load" or first == "do":
+    elif first == "listen" or first == "load" or first == "do":
         pins.append(first)
     elif first == "prepare" and second != "transaction":
         pins.append("prepare")

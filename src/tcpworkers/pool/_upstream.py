@@ -361,7 +361,7 @@ async def _read_message(
 
 def _error_response(params: UpstreamParams, error: m.ErrorResponse, step: str) -> UpstreamError:
     sqlstate = error.sqlstate
-    text = f"{step} failed: {error.get('S', 'ERROR')} {sqlstate}: {error.message}"
+    text = f"the server refused the {step}: {error.get('S', 'ERROR')} {sqlstate}: {error.message}"
     if error.get("H"):
         text += f" (hint: {error.get('H')})"
     rejected = "authentication failed" in error.message  # PgBouncer: 08P01 for SCRAM

@@ -33,6 +33,7 @@ __all__ = [
     "BackendParser",
     "Frame",
     "FrontendParser",
+    "bind_statement",
     "decode_backend",
     "decode_frontend",
     "error_response",
@@ -355,6 +356,33 @@ class _Parser:
         self._pos += len(frame.raw)
         return frame
 
+    def scan(self, stop: frozenset[int]) -> tuple[bytes, Frame | None]:
+        """Skip over complete typed messages whose type is not in ``stop``: returns their raw
+        bytes (one slice, to forward as they are) and the first complete frame whose type is in
+        ``stop``, or None when the complete input is used up. The fast path for relaying."""
+        if self._broken is not None:
+            raise self._broken
+        buf, table, most, unpack = self._buf, self._table, self._max, I32.unpack_from
+        start = pos = self._pos
+        end = len(buf)
+        frame = None
+        while end - pos >= 5:
+            kind = buf[pos]
+            length = unpack(buf, pos + 1)[0]
+            if kind not in table:
+                raise self._error(f"unknown {self._side} message type {chr(kind)!r}")
+            if not 4 <= length <= most:
+                raise self._error(f"{table[kind][0]} message length {length} is outside 4..{most}")
+            if end - pos <= length:
+                break
+            if kind in stop:
+                frame = Frame(kind, bytes(buf[pos : pos + length + 1]))
+                self._pos = pos + length + 1
+                return bytes(buf[start:pos]), frame
+            pos += length + 1
+        self._pos = pos
+        return bytes(buf[start:pos]), None
+
     def next_message(self) -> Message | None:
         """The next complete message, decoded, or None until more bytes are fed."""
         frame = self.next_frame()
@@ -390,6 +418,16 @@ class BackendParser(_Parser):
 
     _side = "backend"
     _table = _BACKEND
+
+
+def bind_statement(body: bytes) -> tuple[int, str, int]:
+    """Where a Bind body's portal name ends, its statement name, and where the rest starts: what
+    renaming the statement needs, without decoding the parameters."""
+    first = body.find(0)
+    second = body.find(0, first + 1)
+    if first < 0 or second < 0:
+        raise PgProtocolError("malformed Bind message: missing portal or statement name")
+    return first + 1, body[first + 1 : second].decode("utf-8", "surrogateescape"), second + 1
 
 
 def error_response(

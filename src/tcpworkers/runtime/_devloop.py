@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ __all__ = [
     "ENV_RELOAD",
     "QuietServerLog",
     "load_error_app",
+    "reload_changed",
     "reload_message",
     "reloader_class",
 ]
@@ -95,7 +96,19 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def reload_message(environ: MutableMapping[str, str] | None = None) -> str | None:
+def reload_changed(environ: Mapping[str, str] | None = None) -> str:
+    """The files whose change started this server process (``"worker.py"``), or ``""``."""
+    raw = (os.environ if environ is None else environ).get(ENV_RELOAD)
+    if not raw:
+        return ""
+    try:
+        changed = [str(name) for name in json.loads(raw)["changed"]]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def reload_message(environ: Mapping[str, str] | None = None) -> str | None:
     """``"reloaded worker.py (12 ms)"`` in a server process started by a reload, else ``None``.
 
     The time runs from the change the reloader saw to now (the new application is built).
@@ -104,12 +117,10 @@ def reload_message(environ: MutableMapping[str, str] | None = None) -> str | Non
     if not raw:
         return None
     try:
-        data = json.loads(raw)
-        elapsed = max(time.time() - float(data["at"]), 0.0)
-        changed: Sequence[str] = [str(name) for name in data["changed"]]
+        elapsed = max(time.time() - float(json.loads(raw)["at"]), 0.0)
     except (ValueError, KeyError, TypeError):
         return None
-    names = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    names = reload_changed(environ)
     return f"reloaded {names or 'the worker'} ({elapsed * 1000:.0f} ms)"
 
 

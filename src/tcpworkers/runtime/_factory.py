@@ -20,7 +20,8 @@ from tcpworkers.drivers._loop import gate_every_new_loop
 from tcpworkers.egress import set_default_policy
 from tcpworkers.errors import ConfigError, WorkerLoadError
 from tcpworkers.runtime._app import WorkerApp
-from tcpworkers.runtime._logging import LOGGER, AccessLog, set_secrets
+from tcpworkers.runtime._devloop import load_error_app, reload_changed, reload_message
+from tcpworkers.runtime._logging import LOGGER, AccessLog, redact, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp, Metrics, MetricsEndpoint
 from tcpworkers.runtime._settings import Mode, RequestObserver
 from tcpworkers.runtime._worker import load_worker
@@ -89,15 +90,36 @@ def create_app() -> ASGIApp:
             config_path=environ.get(ENV_CONFIG) or None,
             overrides=Overrides.from_json(environ.get(ENV_OVERRIDES) or "{}"),
         )
-        return build_app(config)
-    except (ConfigError, WorkerLoadError) as exc:
-        _log.error("%s", exc)
+        app = build_app(config)
+    except Exception as exc:
+        if mode == "dev":
+            # dev's reloader keeps the listening socket: serve the error until the next save
+            # instead of leaving requests in the backlog (issue 8 item 10).
+            return _load_failed(exc, environ)
+        if isinstance(exc, ConfigError | WorkerLoadError):
+            _log.error("%s", exc)
+        else:
+            # Whatever importing the worker raised: the traceback is the useful part. The
+            # status keeps supervisors from restarting in a loop.
+            _log.exception("loading the worker failed")
         sys.exit(STARTUP_FAILURE)
-    except Exception:
-        # Whatever importing the worker raised (a SyntaxError after an edit, ...): the
-        # traceback is the useful part. The status keeps supervisors from restarting in a loop.
-        _log.exception("loading the worker failed")
-        sys.exit(STARTUP_FAILURE)
+    message = reload_message()
+    if message is not None:
+        _log.info("%s", message)
+    return app
+
+
+def _load_failed(exc: BaseException, environ: Mapping[str, str]) -> ASGIApp:
+    changed = reload_changed(environ)
+    what = (
+        f"reloading {changed}" if changed else f"loading {environ.get(ENV_WORKER) or 'the worker'}"
+    )
+    until = "every request gets a 500 page with this error until the next save"
+    if isinstance(exc, ConfigError | WorkerLoadError):
+        _log.error("%s failed: %s; %s", what, exc, until)
+    else:
+        _log.error("%s failed; %s", what, until, exc_info=exc)
+    return load_error_app(exc, what=what, redact=redact)
 
 
 def build_app(config: Config) -> ASGIApp:

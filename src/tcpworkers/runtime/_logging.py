@@ -274,12 +274,13 @@ def flush_logs() -> None:
             handler.flush()
 
 
-def log_config(log_format: Literal["text", "json"]) -> dict[str, Any]:
+def log_config(log_format: Literal["text", "json"], *, quiet: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dictionary for the CLI and uvicorn.
 
     Server messages (uvicorn's and ours) go to stderr, access entries to stdout, both in
     ``log_format``, every handler through :class:`RedactSecrets`. uvicorn's own access log is
-    replaced by :class:`AccessLog` (run uvicorn with ``access_log=False``).
+    replaced by :class:`AccessLog` (run uvicorn with ``access_log=False``). ``quiet`` (dev)
+    drops uvicorn's life-cycle lines (``runtime._devloop.QuietServerLog``).
     """
     _terminal = _terminal_module.__name__
     formatter = (
@@ -291,7 +292,10 @@ def log_config(log_format: Literal["text", "json"]) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": redact},
+        "filters": {
+            "redact": redact,
+            "quiet": {"()": "tcpworkers.runtime._devloop.QuietServerLog"},
+        },
         # The names "default" and "access" are the ones uvicorn's configure_logging() expects.
         # Text access lines carry no level prefix: a 500 is visible in the line itself.
         "formatters": {
@@ -308,7 +312,7 @@ def log_config(log_format: Literal["text", "json"]) -> dict[str, Any]:
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["redact"],
+                "filters": ["redact", "quiet"] if quiet else ["redact"],
                 "stream": "ext://sys.stderr",
             },
             "access": {
