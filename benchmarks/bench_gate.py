@@ -106,7 +106,8 @@ from _common import (
 )
 from tcpworkers import connect
 from tcpworkers.drivers import GateMixin, gated_loop_factory
-from tcpworkers.egress import EgressPolicy, ScopeStats, current_scope, request_scope
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.scope import ScopeStats, current_scope, request_scope
 
 HOST: Final = "127.0.0.1"
 MESSAGE_SIZE: Final = 64

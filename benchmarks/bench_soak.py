@@ -238,9 +238,8 @@ def wait_until_serving(port: int) -> None:
         while True:
             try:
                 with socket.create_connection((HOST, port), timeout=5) as sock:
-                    sock.sendall(
-                        f"GET {route} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
-                    )
+                    head = f"GET {route} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+                    sock.sendall(head.encode())
                     answer = b""
                     while chunk := sock.recv(65536):
                         answer += chunk

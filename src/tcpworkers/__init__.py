@@ -11,9 +11,9 @@ any asyncio program::
 """
 
 from tcpworkers import errors
-from tcpworkers._fetch import fetch
 from tcpworkers._loop import run
 from tcpworkers._version import __version__ as __version__
+from tcpworkers.http import fetch
 from tcpworkers.runtime import (
     Env,
     ExecutionContext,

@@ -12,11 +12,12 @@ import asyncpg
 import psycopg
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import UpstreamAuthError
 from tcpworkers.pool._binding import PostgresBinding, check_upstream
 from tcpworkers.pool._dsn import parse_dsn
 from tcpworkers.pool._pool import PoolSettings
+from tcpworkers.scope import request_scope
 from tests.pgserver import PgServer
 
 SERVE = EgressPolicy.from_config({"preset": "serve"})  # refuses loopback and unix sockets

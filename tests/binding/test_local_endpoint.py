@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
 from tcpworkers.errors import EgressDeniedError, SocketLimitError
+from tcpworkers.scope import request_scope
 
 SERVE = EgressPolicy.from_config({"preset": "serve"})  # no loopback, so no unix sockets
 

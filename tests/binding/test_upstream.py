@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import UpstreamAuthError, UpstreamConnectError, UpstreamServerError
 from tcpworkers.pool._dsn import parse_dsn
 from tcpworkers.pool._upstream import cancel_query, open_server_connection
+from tcpworkers.scope import request_scope
 from tcpworkers.testing import PgBouncer
 
 from ._pg import simple_query

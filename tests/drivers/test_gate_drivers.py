@@ -22,9 +22,10 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tcpworkers.egress import EgressPolicy, request_scope
-from tcpworkers.egress._trust import trusted_connections
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError, SocketLimitError
+from tcpworkers.scope import request_scope
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.testing import TestCA
 
 from ..waiting import eventually
@@ -239,8 +240,8 @@ async def test_aiosmtplib_to_a_denied_host(smtp_server: tuple[int, _Inbox]) -> N
 
 
 async def test_driver_connections_can_be_forbidden_in_a_context() -> None:
-    from tcpworkers.egress import forbid_connections
     from tcpworkers.errors import ConnectNotAllowedError
+    from tcpworkers.scope import forbid_connections
 
     with forbid_connections("not during import"):
         with pytest.raises(ConnectNotAllowedError, match="not during import"):

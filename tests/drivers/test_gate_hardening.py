@@ -18,13 +18,9 @@ import asyncpg
 import pytest
 
 import tcpworkers.drivers
-from tcpworkers.egress import (
-    EgressPolicy,
-    default_policy,
-    request_scope,
-    set_default_policy,
-)
+from tcpworkers.egress import EgressPolicy, default_policy, set_default_policy
 from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError, ScopeClosedError
+from tcpworkers.scope import request_scope
 from tcpworkers.testing import EchoServer
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432

@@ -21,8 +21,9 @@ import aiohttp
 import httpx
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import request_scope
 from tcpworkers.testing import TestCA
 
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})

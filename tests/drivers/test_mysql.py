@@ -20,8 +20,9 @@ import aiomysql
 import asyncmy
 import pytest
 
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import request_scope
 
 from .conftest import MySQLServer
 

@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from tcpworkers.egress import EgressPolicy, request_scope
-from tcpworkers.egress._trust import trusted_connections
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import request_scope
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.testing import LocalRedis, untrusted_ca
 
 NO_RETRY = Retry(NoBackoff(), 0)

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from tcpworkers import Request, Response, connect
-from tcpworkers.egress import current_scope
 from tcpworkers.errors import CrossRequestError
 from tcpworkers.runtime import (
     Env,
@@ -22,6 +21,7 @@ from tcpworkers.runtime import (
     WorkerApp,
     load_worker,
 )
+from tcpworkers.scope import current_scope
 from tcpworkers.testing import EchoServer, serve_worker
 
 from .worker_helpers import FakeBinding, Recorder, worker_file

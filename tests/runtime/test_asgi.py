@@ -13,7 +13,6 @@ import tcpworkers
 import tcpworkers.runtime
 import tcpworkers.testing
 from tcpworkers import Request, Response
-from tcpworkers.egress import current_scope
 from tcpworkers.runtime import (
     Env,
     ExecutionContext,
@@ -22,6 +21,7 @@ from tcpworkers.runtime import (
     Worker,
     WorkerApp,
 )
+from tcpworkers.scope import current_scope
 from tcpworkers.testing import serve_worker
 
 from .worker_helpers import Recorder

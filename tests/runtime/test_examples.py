@@ -22,8 +22,8 @@ from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 
 from tcpworkers.config import load_config
 from tcpworkers.egress import EgressPolicy
-from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.runtime import RuntimeSettings, VarValue
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.testing import EchoServer, TestCA, serve_worker
 
 from .worker_helpers import MIB, Blaster, Recorder

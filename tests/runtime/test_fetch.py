@@ -20,12 +20,7 @@ import pytest
 
 import tcpworkers
 from tcpworkers import Request, Response, TlsOptions, fetch
-from tcpworkers.egress import (
-    EgressPolicy,
-    forbid_connections,
-    request_scope,
-    set_default_policy,
-)
+from tcpworkers.egress import EgressPolicy, set_default_policy
 from tcpworkers.errors import (
     ConnectError,
     ConnectNotAllowedError,
@@ -39,6 +34,7 @@ from tcpworkers.errors import (
     TLSHandshakeError,
 )
 from tcpworkers.runtime import workers_module
+from tcpworkers.scope import forbid_connections, request_scope
 from tcpworkers.testing import Fault, FaultProxy, TestCA, serve_worker
 
 from .http_peer import HttpPeer, chunks, pattern

@@ -219,13 +219,8 @@ async def test_workers_fetch_says_it_is_not_there_yet() -> None:
         await workers_module().fetch("https://example.com")
 
 
-def test_workers_module_uses_tcpworkers_fetch_when_it_exists(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def fetch(url: str) -> None: ...
-
-    monkeypatch.setattr(tcpworkers, "fetch", fetch, raising=False)
-    assert workers_module().fetch is fetch
+def test_workers_module_fetch_is_tcpworkers_fetch() -> None:
+    assert workers_module().fetch is tcpworkers.fetch
 
 
 def test_workers_module_is_installed_only_when_no_real_one_exists(

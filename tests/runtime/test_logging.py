@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tcpworkers.egress import ScopeStats
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.runtime._logging import (
     AccessLog,
@@ -25,6 +24,7 @@ from tcpworkers.runtime._logging import (
     set_secrets,
 )
 from tcpworkers.runtime._settings import RequestRecord
+from tcpworkers.scope import ScopeStats
 
 from ..waiting import eventually
 

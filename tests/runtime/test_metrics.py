@@ -11,11 +11,10 @@ import httpx
 import pytest
 
 from tcpworkers.config import load_config
-from tcpworkers.egress import RequestScope, ScopeStats
-from tcpworkers.egress._scope import use_scope
 from tcpworkers.runtime._factory import build_app
 from tcpworkers.runtime._metrics import CONTENT_TYPE, Metrics, MetricsEndpoint
 from tcpworkers.runtime._settings import RequestRecord
+from tcpworkers.scope import RequestScope, ScopeStats, use_scope
 
 from .cli_harness import worker
 

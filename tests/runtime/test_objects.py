@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tcpworkers import Request, Response, connect
-from tcpworkers.egress import RequestScope, current_scope
 from tcpworkers.runtime import (
     DEFAULT_MAX_BODY_SIZE,
     BodyTooLargeError,
@@ -21,6 +20,7 @@ from tcpworkers.runtime import (
     Env,
     ExecutionContext,
 )
+from tcpworkers.scope import RequestScope, current_scope
 from tcpworkers.testing import EchoServer
 
 # Test tier: in memory (no server); see tests/_tiers.py.

@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tcpworkers.egress import current_scope
 from tcpworkers.runtime import RequestRecord
+from tcpworkers.scope import current_scope
 
 WORKERS = Path(__file__).parent / "workers"
 MIB = 1024 * 1024

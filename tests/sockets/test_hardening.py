@@ -17,13 +17,14 @@ from collections.abc import Iterator
 import pytest
 
 from tcpworkers import connect
-from tcpworkers.egress import EgressPolicy, request_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import (
     ConnectError,
     ConnectTimeoutError,
     EgressDeniedError,
     SocketBrokenError,
 )
+from tcpworkers.scope import request_scope
 from tcpworkers.sockets import Dialer, Target, use_dialer
 from tcpworkers.testing import EchoServer
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tcpworkers import connect
-from tcpworkers.egress import EgressPolicy, RequestScope, request_scope, use_scope
+from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import (
     ConnectError,
     CrossRequestError,
@@ -23,6 +23,7 @@ from tcpworkers.errors import (
     ScopeClosedError,
     SocketLimitError,
 )
+from tcpworkers.scope import RequestScope, request_scope, use_scope
 from tcpworkers.sockets import Dialer, Target, use_dialer
 from tcpworkers.testing import EchoServer
 
@@ -252,8 +253,8 @@ async def test_ten_thousand_abandoning_scopes_leak_nothing(echo_server: EchoServ
 
 
 async def test_connections_can_be_forbidden_in_a_context() -> None:
-    from tcpworkers.egress import forbid_connections
     from tcpworkers.errors import ConnectNotAllowedError
+    from tcpworkers.scope import forbid_connections
 
     with (
         forbid_connections("not while the worker module is imported"),

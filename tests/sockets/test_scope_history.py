@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from tcpworkers import connect
-from tcpworkers.egress import EgressPolicy, request_scope
-from tcpworkers.egress._scope import HISTORY_SIZE
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.scope import request_scope
+from tcpworkers.scope._scope import HISTORY_SIZE
 from tcpworkers.testing import EchoServer
 
 

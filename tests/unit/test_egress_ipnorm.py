@@ -14,14 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tcpworkers.egress import (
-    EgressPolicy,
-    Embedding,
-    classify,
-    embedded_ipv4,
-    normalize,
-    parse_ip,
-)
+from tcpworkers.egress import EgressPolicy, classify, normalize
+from tcpworkers.egress._ipnorm import Embedding, embedded_ipv4, parse_ip
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

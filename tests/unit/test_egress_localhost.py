@@ -10,8 +10,9 @@ import ipaddress
 
 import pytest
 
-from tcpworkers.egress import AddressClass, EgressPolicy, HostPattern
+from tcpworkers.egress import AddressClass, EgressPolicy
 from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
+from tcpworkers.egress._policy import HostPattern
 
 LOCALHOST_NAMES = [
     "localhost",

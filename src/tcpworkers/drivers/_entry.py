@@ -14,7 +14,7 @@ way around the policy:
   ``connect_accepted_socket``: a worker handles requests, it does not listen or accept; refused
   inside a request.
 
-Outside a request the default policy applies (see ``tcpworkers.egress._trust``), except to the
+Outside a request the default policy applies (see ``tcpworkers.scope._trust``), except to the
 runtime's and the gate's own connections. What no in-process gate can stop is said in the
 README: code that calls the OS directly (``socket.connect``, C extensions) never passes here.
 """
@@ -25,15 +25,11 @@ import asyncio
 import socket
 from typing import Any, cast
 
+from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
-from tcpworkers.egress._scope import (
-    RequestScope,
-    check_connections_allowed,
-    current_scope,
-    default_policy,
-)
-from tcpworkers.egress._trust import is_trusted, trusted_connections
 from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError
+from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
+from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer
 from tcpworkers.sockets._gate import permitted_targets

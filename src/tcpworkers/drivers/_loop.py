@@ -18,12 +18,15 @@ one, ``create_connection``:
 replaces the transport's protocol: the proxy must sit above it to see the loss.
 
 Some drivers replace the transport's protocol themselves (asyncpg's ``set_protocol`` after its
-SSLRequest exchange), which takes the proxy out of the path: such a connection's slot is
-reclaimed when its transport reports ``is_closing()`` (checked whenever the request waits for a
-slot), and bytes are counted only while the proxy was in place.
+SSLRequest exchange), which takes the proxy out of the path. The scope asks the connection
+whenever it needs to know (a request waits for a slot, the request ends): a transport that is
+closing has ended, and an open one gets the proxy put back in front of the driver's protocol
+(``set_protocol`` again), so its ``connection_lost`` frees the slot at once from then on and the
+clean-up at request end hears the close instead of waiting out the grace period. Bytes are
+counted only while the proxy is in place.
 
 The same mixin serves the stdlib loop and uvloop. The runtime's own connections (the pooler's
-server connections, for example) run in ``tcpworkers.egress._trust.trusted_connections()``,
+server connections, for example) run in ``tcpworkers.scope._trust.trusted_connections()``,
 so the worker's policy never applies to them. Outside a request scope every other connection is
 decided by the process-wide default policy (in a served runtime, the configured one), so code
 that escapes its request (a fresh context, a thread) gets no more than a request would. The
@@ -41,24 +44,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
-from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress import EgressPolicy, default_policy
 from tcpworkers.egress._local import is_local_endpoint
-from tcpworkers.egress._scope import (
-    RequestScope,
-    check_connections_allowed,
-    current_scope,
-    default_policy,
-)
-from tcpworkers.egress._trust import is_trusted, trusted_connections
 from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
+from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
-
-# How long the scope's clean-up waits for a driver connection to close before aborting it.
-_CLOSE_WAIT = 1.0
 
 
 class _TrackedConnection:
@@ -76,9 +71,23 @@ class _TrackedConnection:
         return self.description
 
     def is_done(self) -> bool:
-        # Drivers may swap our proxy out (asyncpg calls transport.set_protocol after its
-        # SSLRequest exchange), so loss is not always reported: ask the transport.
-        return self._lost.done() or (self.transport is not None and self.transport.is_closing())
+        """True once the connection ended; while it is open, make sure its end reaches us.
+
+        Drivers may swap our proxy out (asyncpg calls ``transport.set_protocol`` after its
+        SSLRequest exchange), after which loss is not reported to us: put the proxy back in
+        front of whatever protocol the driver installed.
+        """
+        if self._lost.done():
+            return True
+        transport = self.transport
+        if transport is None:
+            return False  # still connecting: create_connection releases the slot if it fails
+        if transport.is_closing():
+            return True
+        current = transport.get_protocol()
+        if not (isinstance(current, _ProxyBase) and current._conn is self):
+            transport.set_protocol(self.wrap(current))
+        return False
 
     def on_lost(self) -> None:
         if not self._lost.done():
@@ -86,14 +95,12 @@ class _TrackedConnection:
         self.scope.release(self)
 
     async def close(self) -> None:
+        """Close and wait for the loss to be reported (the scope bounds the wait, then aborts)."""
         if self.transport is None or self.is_done():
             self.on_lost()
             return
         self.transport.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_WAIT)
-        except TimeoutError:
-            self.abort()
+        await asyncio.shield(self._lost)
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -36,11 +36,11 @@ from typing import Final, final
 from urllib.parse import quote
 
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
-from tcpworkers.egress._scope import use_scope
 from tcpworkers.pool._dsn import UpstreamParams
 from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
 from tcpworkers.pool._relay import serve_client
 from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_server_connection
+from tcpworkers.scope import use_scope
 
 __all__ = ["CheckResult", "PostgresBinding", "check_upstream"]
 

@@ -28,7 +28,6 @@ import ssl
 from collections.abc import Mapping
 from typing import Final, final
 
-from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import (
     PgProtocolError,
     UpstreamAuthError,
@@ -40,6 +39,7 @@ from tcpworkers.pool import _messages as m
 from tcpworkers.pool._auth import authenticate, upstream_error
 from tcpworkers.pool._dsn import UpstreamParams
 from tcpworkers.pool._wire import MAX_MESSAGE_LENGTH, Frame, decode_backend
+from tcpworkers.scope._trust import trusted_connections
 
 __all__ = ["ServerConnection", "UpstreamParams", "cancel_query", "open_server_connection"]
 

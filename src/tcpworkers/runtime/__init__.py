@@ -17,14 +17,14 @@ from tcpworkers.errors import (
     ClientDisconnectedError,
     WorkerLoadError,
 )
+from tcpworkers.http._body import DEFAULT_MAX_BODY_SIZE
+from tcpworkers.http._headers import Headers
+from tcpworkers.http._request import Request
+from tcpworkers.http._response import Response
 from tcpworkers.runtime._app import CLIENT_CLOSED_REQUEST, WorkerApp
-from tcpworkers.runtime._body import DEFAULT_MAX_BODY_SIZE
-from tcpworkers.runtime._compat import install_workers_module, workers_module
 from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._entrypoint import WorkerEntrypoint
 from tcpworkers.runtime._env import Binding, Env
-from tcpworkers.runtime._headers import Headers
-from tcpworkers.runtime._request import Request
-from tcpworkers.runtime._response import Response
 from tcpworkers.runtime._settings import (
     Limits,
     Mode,
@@ -36,10 +36,10 @@ from tcpworkers.runtime._settings import (
 from tcpworkers.runtime._worker import (
     ACCEPTED_SHAPES,
     Worker,
-    WorkerEntrypoint,
     WorkerKind,
     load_worker,
 )
+from tcpworkers.runtime._workers_module import install_workers_module, workers_module
 
 __all__ = [
     # handlers and their objects

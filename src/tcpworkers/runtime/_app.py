@@ -57,18 +57,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final, NamedTuple, final
 
-from tcpworkers.egress import RequestScope, use_scope
-from tcpworkers.egress._trust import trusted_connections
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
+from tcpworkers.http._request import Request
+from tcpworkers.http._response import Response
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._logging import flush_logs
-from tcpworkers.runtime._request import Request
-from tcpworkers.runtime._response import Response
 from tcpworkers.runtime._running import describe_task, describe_traceback
 from tcpworkers.runtime._settings import Limits, RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
+from tcpworkers.scope import RequestScope, use_scope
+from tcpworkers.scope._trust import trusted_connections
 
 __all__ = ["WorkerApp"]
 

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, final
 
-from tcpworkers.egress import RequestScope, use_scope
 from tcpworkers.runtime._running import describe_task
+from tcpworkers.scope import RequestScope, use_scope
 
 __all__ = ["ExecutionContext"]
 

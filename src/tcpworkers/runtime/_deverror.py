@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import http
 
-from tcpworkers.egress import current_scope
+from tcpworkers.http._request import Request
+from tcpworkers.http._response import Response
 from tcpworkers.runtime._devpage import PageRequest, PageSocket, error_page
 from tcpworkers.runtime._logging import redact
-from tcpworkers.runtime._request import Request
-from tcpworkers.runtime._response import Response
+from tcpworkers.scope import current_scope
 
 __all__ = ["dev_error_response"]
 

@@ -36,8 +36,8 @@ import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Final, final
 
-from tcpworkers.egress import RequestScope, current_scope
 from tcpworkers.runtime._settings import RequestRecord
+from tcpworkers.scope import RequestScope, current_scope
 
 __all__ = [
     "CONTENT_TYPE",

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, final
 
-from tcpworkers.egress import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, EgressPolicy, ScopeStats
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, ScopeStats
 
 __all__ = ["Limits", "Mode", "RequestObserver", "RequestRecord", "RuntimeSettings", "VarValue"]
 

@@ -20,7 +20,7 @@ import logging
 from typing import Final
 
 from tcpworkers.errors import ConnectError, SocketError
-from tcpworkers.runtime._response import Response
+from tcpworkers.http._response import Response
 from tcpworkers.sockets import ReadableStream
 
 __all__ = [

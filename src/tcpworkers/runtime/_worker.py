@@ -26,14 +26,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Literal, final
 
-from tcpworkers.egress import forbid_connections
 from tcpworkers.errors import WorkerLoadError
-from tcpworkers.runtime._compat import install_workers_module
+from tcpworkers.http._request import Request
 from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._entrypoint import WorkerEntrypoint
 from tcpworkers.runtime._env import Env
-from tcpworkers.runtime._request import Request
+from tcpworkers.runtime._workers_module import install_workers_module
+from tcpworkers.scope import forbid_connections
 
-__all__ = ["Worker", "WorkerEntrypoint", "WorkerKind", "load_worker"]
+__all__ = ["Worker", "WorkerKind", "load_worker"]
 
 WorkerKind = Literal["fetch", "entrypoint", "asgi"]
 Invoke = Callable[[Request, Env, ExecutionContext], Awaitable[object]]
@@ -55,26 +56,6 @@ _IMPORT_REASON: Final = (
 )
 
 _ASGI_PARAMETERS: Final = ("scope", "receive", "send")
-
-
-class WorkerEntrypoint:
-    """Base class of class-shaped workers (Cloudflare Python Workers' ``WorkerEntrypoint``).
-
-    Subclass it and define ``async def fetch(self, request)``. The runtime makes one instance
-    per request, so instance attributes never leak between requests::
-
-        class Default(WorkerEntrypoint):
-            async def fetch(self, request: Request) -> Response:
-                return Response(f"hello from {self.env.NAME}")
-
-    Args:
-        ctx: the request's :class:`ExecutionContext` (``self.ctx.wait_until``).
-        env: the worker's :class:`Env` (``self.env.API_KEY``).
-    """
-
-    def __init__(self, ctx: ExecutionContext, env: Env) -> None:
-        self.ctx = ctx
-        self.env = env
 
 
 @final

@@ -7,7 +7,7 @@ import math
 import ssl
 from typing import Final, get_args
 
-from tcpworkers.egress._scope import check_connections_allowed, current_scope
+from tcpworkers.scope import check_connections_allowed, current_scope
 from tcpworkers.sockets._address import parse_address
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._socket import SecureTransport, Socket

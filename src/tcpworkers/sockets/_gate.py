@@ -11,8 +11,8 @@ from typing import Final
 
 from tcpworkers.egress import Decision, EgressPolicy
 from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
-from tcpworkers.egress._scope import RequestScope
 from tcpworkers.errors import ConnectError, EgressDeniedError
+from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target
 

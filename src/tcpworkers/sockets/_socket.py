@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, final
 
-from tcpworkers.egress._scope import RequestScope, current_scope, default_policy
-from tcpworkers.egress._trust import trusted_connections
+from tcpworkers.egress import default_policy
 from tcpworkers.errors import (
     ConnectError,
     CrossRequestError,
@@ -46,6 +45,8 @@ from tcpworkers.errors import (
     SocketClosedError,
     StartTlsError,
 )
+from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.sockets._address import Address, format_hostport
 from tcpworkers.sockets._dial import Dialer, system_connect
 from tcpworkers.sockets._gate import permitted_targets

@@ -43,10 +43,12 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
+from tcpworkers.http._fetch import fetch
+from tcpworkers.http._headers import Headers
+from tcpworkers.http._request import Request
+from tcpworkers.http._response import Response
 from tcpworkers.runtime._context import ExecutionContext
-from tcpworkers.runtime._headers import Headers
-from tcpworkers.runtime._request import Request
-from tcpworkers.runtime._response import Response
+from tcpworkers.runtime._entrypoint import WorkerEntrypoint
 
 __all__ = ["install_workers_module", "workers_module"]
 
@@ -77,13 +79,10 @@ def handler(fn: F) -> F:
 
 def workers_module() -> ModuleType:
     """A new ``workers`` module holding the tcpworkers equivalents (see the module docstring)."""
-    import tcpworkers  # at call time: the package imports the runtime, not the other way round
-    from tcpworkers.runtime._worker import WorkerEntrypoint
-
     module = ModuleType(
         MODULE_NAME,
         "Cloudflare Python Workers' `workers` module, as provided by tcpworkers "
-        "(see tcpworkers.runtime._compat for what is covered).",
+        "(see tcpworkers.runtime._workers_module for what is covered).",
     )
     exported: dict[str, object] = {
         "Context": ExecutionContext,
@@ -91,7 +90,7 @@ def workers_module() -> ModuleType:
         "Request": Request,
         "Response": Response,
         "WorkerEntrypoint": WorkerEntrypoint,
-        "fetch": tcpworkers.fetch,
+        "fetch": fetch,
         "handler": handler,
     }
     vars(module).update(exported)

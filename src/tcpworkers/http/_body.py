@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Final, TypeAlias, final
 
 from tcpworkers.errors import BodyTooLargeError, BodyUsedError
-from tcpworkers.runtime._headers import Headers
+from tcpworkers.http._headers import Headers
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",

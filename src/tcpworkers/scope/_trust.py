@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-from tcpworkers.egress._scope import use_scope
+from tcpworkers.scope._current import use_scope
 
 __all__ = ["is_trusted", "trusted_connections"]
 

@@ -3,7 +3,7 @@
 ``await fetch(url, method=..., headers=..., body=...)`` returns a :class:`tcpworkers.Response`
 whose body streams from the connection (``await resp.text()``, ``async for chunk in resp``, or
 ``return resp`` from a handler to proxy it). The HTTP work is done by httpx; every connection it
-makes is a ``tcpworkers.connect()`` socket (see :mod:`tcpworkers._httpclient` for how), so the
+makes is a ``tcpworkers.connect()`` socket (see :mod:`tcpworkers.http._client` for how), so the
 egress policy decides on the host name and its resolved addresses, the connection takes a slot
 in the current request scope, its bytes are counted, and it is closed when the request ends.
 
@@ -41,9 +41,10 @@ from typing import Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from tcpworkers.errors import FetchError, FetchTimeoutError
-from tcpworkers.runtime._body import Body, BodyInit
-from tcpworkers.runtime._headers import Headers, HeadersInit
-from tcpworkers.runtime._response import Response
+from tcpworkers.http._body import Body, BodyInit
+from tcpworkers.http._headers import Headers, HeadersInit
+from tcpworkers.http._limits import MAX_REDIRECTS
+from tcpworkers.http._response import Response
 from tcpworkers.sockets import TlsOptions, parse_address
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_REDIRECTS", "FetchError", "FetchTimeoutError", "fetch"]
@@ -52,8 +53,6 @@ RedirectMode = Literal["follow", "manual"]
 
 # fetch()'s default timeout per operation; the same 30 s connect() uses for connecting.
 DEFAULT_TIMEOUT: Final = 30.0
-# The Fetch standard's redirect limit (https://fetch.spec.whatwg.org/#http-redirect-fetch).
-MAX_REDIRECTS: Final = 20
 # RFC 9110 section 9.1: a method is a token.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Forbidden by the Fetch standard; CONNECT would also open a tunnel the gate never sees.
@@ -133,12 +132,12 @@ async def fetch(
     # Imported on first use: httpx costs ~25 ms to import, which `import tcpworkers` (the
     # socket library, in programs that never call fetch()) should not pay.
     try:
-        from tcpworkers import _httpclient
+        from tcpworkers.http import _client
     except ImportError as exc:  # pragma: no cover - httpx is a dependency of the runtime
         raise ImportError(
             f"tcpworkers.fetch() needs httpx ({exc}); install it: pip install 'httpx>=0.28,<0.29'"
         ) from exc
-    return await _httpclient.send(
+    return await _client.send(
         checked_method,
         checked_url,
         headers=request_headers.items(),

@@ -9,36 +9,35 @@ in FIFO order and fail with ``SocketLimitError`` after ``slot_timeout`` seconds.
 ends, :meth:`RequestScope.aclose` closes everything still registered (gracefully for a short
 grace period, then by abort) so nothing outlives the request.
 
-This module is the one place the socket library learns about requests: sockets depend on it,
-never on the runtime.
+How the scope learns that a connection ended: a ``connect()`` socket releases its slot itself
+the moment it closes. A driver connection is watched by the gate's protocol proxy, whose
+``connection_lost`` releases the slot; a driver that swaps the proxy out
+(``transport.set_protocol``, as asyncpg does after its SSLRequest exchange) is caught whenever
+the scope needs to know: :meth:`ScopedResource.is_done` reports a transport that is already
+closing and puts the proxy back in front of the driver's protocol otherwise, so its end is heard
+again. No timer polls.
+
+The scope lives beside the current-request contextvar (``tcpworkers.scope._current``): sockets
+depend on this package, never on the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol, final
 
-from tcpworkers.egress._policy import EgressPolicy
-from tcpworkers.errors import ConnectNotAllowedError, ScopeClosedError, SocketLimitError
+from tcpworkers.egress import EgressPolicy, default_policy
+from tcpworkers.errors import ScopeClosedError, SocketLimitError
 
 __all__ = [
+    "CLEANUP_GRACE",
     "DEFAULT_MAX_SOCKETS",
     "DEFAULT_SLOT_TIMEOUT",
     "RequestScope",
     "ScopeStats",
     "ScopedResource",
-    "check_connections_allowed",
-    "current_scope",
-    "default_policy",
-    "forbid_connections",
-    "request_scope",
-    "set_default_policy",
-    "use_scope",
 ]
 
 # Cloudflare Workers allow six simultaneous open connections per request; we keep its default.
@@ -48,15 +47,16 @@ DEFAULT_SLOT_TIMEOUT: Final = 30.0
 HISTORY_SIZE: Final = 32
 # At scope end, how long leftover connections may take to flush and close before being aborted.
 CLEANUP_GRACE: Final = 1.0
-# While waiting for a slot, how often to look for connections that ended without telling us.
-_REAP_INTERVAL: Final = 0.05
 
 
 class ScopedResource(Protocol):
     """A connection a scope owns: something it can describe, close politely, and abort.
 
     ``is_done()`` lets the scope reclaim the slot of a connection that ended without telling it
-    (a driver that replaced the gate's protocol proxy with ``transport.set_protocol``).
+    (a driver that replaced the gate's protocol proxy with ``transport.set_protocol``); a
+    resource that is still open makes sure, there, that its end will be reported from now on.
+    ``close()`` may wait as long as it likes: the scope bounds it by :data:`CLEANUP_GRACE` and
+    then calls ``abort()``.
     """
 
     @property
@@ -139,6 +139,11 @@ class RequestScope:
         return self._closed
 
     @property
+    def waiting(self) -> int:
+        """How many connections are waiting for a slot now."""
+        return len(self._waiters)
+
+    @property
     def open_resources(self) -> tuple[ScopedResource, ...]:
         """The connections holding a slot now, oldest first."""
         self._reap()
@@ -158,7 +163,7 @@ class RequestScope:
             ScopeClosedError: the scope ended (before or while waiting).
         """
         self._check_open(resource)
-        if len(self._open) >= self.max_sockets:
+        if len(self._open) >= self.max_sockets or self._waiters:
             self._reap()
         if len(self._open) < self.max_sockets and not self._waiters:
             self._take(resource)
@@ -169,7 +174,10 @@ class RequestScope:
         self._waiters.append(entry)
         started = loop.time()
         try:
-            await self._wait_for_slot(waiter, started + self.slot_timeout)
+            # Every open connection now reports its end (see _reap), so a freed slot resolves
+            # the first waiter: no polling.
+            async with asyncio.timeout(self.slot_timeout):
+                await asyncio.shield(waiter)
         except BaseException as exc:
             if entry in self._waiters:
                 self._waiters.remove(entry)
@@ -184,22 +192,9 @@ class RequestScope:
             self.stats.slot_wait_seconds += loop.time() - started
         self._check_open(resource)
 
-    async def _wait_for_slot(self, waiter: asyncio.Future[None], deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), min(_REAP_INTERVAL, remaining))
-            except TimeoutError:
-                self._reap()  # a freed slot resolves the first waiter, maybe this one
-                if waiter.done():
-                    return
-            else:
-                return
-
     def _reap(self) -> None:
+        """Release the connections that ended without telling us; the others (re-)arm the
+        report of their end (``is_done``)."""
         for resource in [r for r in self._open if r.is_done()]:
             self.release(resource)
 
@@ -231,6 +226,14 @@ class RequestScope:
 
     def owns(self, resource: ScopedResource) -> bool:
         return resource in self._open
+
+    def close_if_idle(self) -> bool:
+        """End the scope at once when no connection is open or waiting (True); else leave it to
+        :meth:`aclose` (False)."""
+        if self.open_resources or self._waiters:
+            return False
+        self._closed = True
+        return True
 
     async def aclose(self) -> None:
         """End the scope: refuse new connections, close (then abort) every one still open."""
@@ -282,85 +285,3 @@ class RequestScope:
             f"{listing}. Close connections you no longer need (await sock.close()) or raise "
             "the limit"
         )
-
-
-_current: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
-    "tcpworkers_request_scope", default=None
-)
-_default_policy: list[EgressPolicy] = [EgressPolicy.default()]
-
-
-_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "tcpworkers_connect_forbidden", default=None
-)
-
-
-@contextlib.contextmanager
-def forbid_connections(reason: str) -> Iterator[None]:
-    """Make every ``connect()`` (and gated driver connection) in this context raise
-    ``ConnectNotAllowedError`` with ``reason``: used while a worker module is imported."""
-    token = _forbidden.set(reason)
-    try:
-        yield
-    finally:
-        _forbidden.reset(token)
-
-
-def check_connections_allowed() -> None:
-    """Raise ``ConnectNotAllowedError`` inside :func:`forbid_connections`."""
-    reason = _forbidden.get()
-    if reason is not None:
-        raise ConnectNotAllowedError(reason)
-
-
-def current_scope() -> RequestScope | None:
-    """The scope of the request being handled in this context, or ``None`` outside requests."""
-    return _current.get()
-
-
-def default_policy() -> EgressPolicy:
-    """The process-wide policy for connections made outside any request scope."""
-    return _default_policy[0]
-
-
-def set_default_policy(policy: EgressPolicy) -> None:
-    """Replace the process-wide policy (plain asyncio programs; the runtime sets per-request
-    policies on its scopes instead)."""
-    if not isinstance(policy, EgressPolicy):
-        raise TypeError(f"policy must be an EgressPolicy, not {type(policy).__name__}")
-    _default_policy[0] = policy
-
-
-@contextlib.contextmanager
-def use_scope(scope: RequestScope | None) -> Iterator[RequestScope | None]:
-    """Make ``scope`` current in this context (``None``: outside any request) without closing
-    it on exit."""
-    token = _current.set(scope)
-    try:
-        yield scope
-    finally:
-        _current.reset(token)
-
-
-@contextlib.asynccontextmanager
-async def request_scope(
-    policy: EgressPolicy | None = None,
-    *,
-    max_sockets: int = DEFAULT_MAX_SOCKETS,
-    slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
-    label: str = "this request",
-) -> AsyncIterator[RequestScope]:
-    """Run a block as one request: connections opened inside belong to it and are closed at the
-    end of the block, whatever happens."""
-    scope = RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
-    token = _current.set(scope)
-    try:
-        yield scope
-    finally:
-        try:
-            if scope.open_resources or scope._waiters:
-                await asyncio.shield(scope.aclose())
-            else:
-                scope._closed = True  # nothing to close: skip a task and a loop pass (~10 us)
-        finally:
-            _current.reset(token)

@@ -17,14 +17,8 @@ import sys
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Final, Protocol, final, overload
 
-from tcpworkers.runtime._body import (
-    DEFAULT_MAX_BODY_SIZE,
-    Body,
-    BodyInit,
-    decode_json,
-    decode_text,
-)
-from tcpworkers.runtime._headers import Headers, HeadersInit
+from tcpworkers.http._body import DEFAULT_MAX_BODY_SIZE, Body, BodyInit, decode_json, decode_text
+from tcpworkers.http._headers import Headers, HeadersInit
 from tcpworkers.sockets import ReadableStream
 
 __all__ = ["Response"]

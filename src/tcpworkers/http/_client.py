@@ -44,10 +44,10 @@ from typing import Any, Final, final
 import httpcore
 import httpx
 
-from tcpworkers._fetch import MAX_REDIRECTS
 from tcpworkers.errors import FetchError, FetchTimeoutError
-from tcpworkers.runtime._headers import Headers
-from tcpworkers.runtime._response import NULL_BODY_STATUSES, Response
+from tcpworkers.http._headers import Headers
+from tcpworkers.http._limits import MAX_REDIRECTS
+from tcpworkers.http._response import NULL_BODY_STATUSES, Response
 from tcpworkers.sockets import Socket, TlsOptions, connect
 from tcpworkers.sockets._tls import client_context
 
@@ -434,7 +434,7 @@ async def send(
         trust_env=False,
     )
     # httpx asks for compressed bodies by default and would decode them; fetch() returns the
-    # bytes as sent (see tcpworkers._fetch), so it asks only when the caller does.
+    # bytes as sent (see tcpworkers.http._fetch), so it asks only when the caller does.
     del client.headers["accept-encoding"]
     try:
         try:

@@ -13,7 +13,7 @@ from typing import Any, Final, final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from tcpworkers.errors import BodyTooLargeError
-from tcpworkers.runtime._body import (
+from tcpworkers.http._body import (
     DEFAULT_MAX_BODY_SIZE,
     Body,
     BodyInit,
@@ -21,7 +21,7 @@ from tcpworkers.runtime._body import (
     decode_json,
     decode_text,
 )
-from tcpworkers.runtime._headers import Headers, HeadersInit
+from tcpworkers.http._headers import Headers, HeadersInit
 
 __all__ = ["Request"]
 

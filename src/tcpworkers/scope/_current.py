@@ -1,0 +1,90 @@
+"""The current request's scope: a contextvar, and the blocks that set it.
+
+The scope is found through a contextvar so that every task the handler starts inherits it;
+``forbid_connections`` marks a context where no connection may be opened at all (while a
+worker module is imported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Iterator
+
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.errors import ConnectNotAllowedError
+from tcpworkers.scope._scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, RequestScope
+
+__all__ = [
+    "check_connections_allowed",
+    "current_scope",
+    "forbid_connections",
+    "request_scope",
+    "use_scope",
+]
+
+_current: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "tcpworkers_request_scope", default=None
+)
+
+
+_forbidden: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tcpworkers_connect_forbidden", default=None
+)
+
+
+@contextlib.contextmanager
+def forbid_connections(reason: str) -> Iterator[None]:
+    """Make every ``connect()`` (and gated driver connection) in this context raise
+    ``ConnectNotAllowedError`` with ``reason``: used while a worker module is imported."""
+    token = _forbidden.set(reason)
+    try:
+        yield
+    finally:
+        _forbidden.reset(token)
+
+
+def check_connections_allowed() -> None:
+    """Raise ``ConnectNotAllowedError`` inside :func:`forbid_connections`."""
+    reason = _forbidden.get()
+    if reason is not None:
+        raise ConnectNotAllowedError(reason)
+
+
+def current_scope() -> RequestScope | None:
+    """The scope of the request being handled in this context, or ``None`` outside requests."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def use_scope(scope: RequestScope | None) -> Iterator[RequestScope | None]:
+    """Make ``scope`` current in this context (``None``: outside any request) without closing
+    it on exit."""
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def request_scope(
+    policy: EgressPolicy | None = None,
+    *,
+    max_sockets: int = DEFAULT_MAX_SOCKETS,
+    slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
+    label: str = "this request",
+) -> AsyncIterator[RequestScope]:
+    """Run a block as one request: connections opened inside belong to it and are closed at the
+    end of the block, whatever happens."""
+    scope = RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        try:
+            if not scope.close_if_idle():  # nothing to close: skip a task and a loop pass (~10 us)
+                await asyncio.shield(scope.aclose())
+        finally:
+            _current.reset(token)
