@@ -64,7 +64,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._logging import flush_logs
-from tcpworkers.runtime._running import describe_task, describe_traceback
+from tcpworkers.runtime._running import describe_traceback
 from tcpworkers.runtime._settings import Limits, RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope, use_scope
@@ -522,8 +522,6 @@ class WorkerApp:
     ) -> None:
         """The HANDLER and STREAMING phases, under the wall-time deadline."""
         timeout = None if deadline is None else asyncio.timeout_at(deadline)
-        running: list[str] = []
-        snapshot = None if deadline is None else _snapshot_at(deadline, running)
         try:
             if timeout is None:
                 await self._handle_and_send(request, ctx, exchange, inbound, label)
@@ -546,7 +544,7 @@ class WorkerApp:
                     "%s exceeded its wall_time of %gs; still running: %s",
                     label,
                     self.settings.limits.wall_time,
-                    running[0] if running else "unknown",
+                    _interrupted(exc),
                 )
                 await self._send_plain(
                     exchange,
@@ -560,14 +558,12 @@ class WorkerApp:
                     "still running: %s",
                     label,
                     self.settings.limits.wall_time,
-                    running[0] if running else "unknown",
+                    _interrupted(exc),
                 )
         except Exception as exc:
             self._stream_failed(exchange, exc, label)
         finally:
             exchange.phase = _Phase.DONE
-            if snapshot is not None:
-                snapshot.cancel()
         if exchange._cancel_requested:
             # The handler swallowed our cancellation; the client is gone all the same.
             exchange.take_disconnect_cancel()
@@ -764,8 +760,6 @@ class WorkerApp:
 
         loop = asyncio.get_running_loop()
         deadline = None if limits.wall_time is None else loop.time() + limits.wall_time
-        running: list[str] = []
-        snapshot = None if deadline is None else _snapshot_at(deadline, running)
         with use_scope(request_scope):
             responded = False
             try:
@@ -784,7 +778,7 @@ class WorkerApp:
                             "%s exceeded its wall_time of %gs; still running: %s",
                             label,
                             limits.wall_time,
-                            running[0] if running else "unknown",
+                            _interrupted(exc),
                         )
                         if not exchange.started:
                             await self._send_plain(
@@ -798,9 +792,6 @@ class WorkerApp:
                         await self._asgi_failed(exchange, exc, label)
                 except Exception as exc:
                     await self._asgi_failed(exchange, exc, label)
-                finally:
-                    if snapshot is not None:
-                        snapshot.cancel()
                 responded = True
                 await self._drain(ctx, label)
             except asyncio.CancelledError as exc:  # the server's shutdown: see the docstring
@@ -903,15 +894,10 @@ def _plain(status: http.HTTPStatus, text: str) -> Response:
     )
 
 
-def _snapshot_at(deadline: float, into: list[str]) -> asyncio.TimerHandle:
-    """At ``deadline``, note where the current task is waiting, before the timeout unwinds it.
-
-    Both timers are due in the same loop pass, and a cancelled task resumes only in a later
-    one, so the chain of awaits is still intact whichever of the two runs first.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    return asyncio.get_running_loop().call_at(deadline, lambda: into.append(describe_task(task)))
+def _interrupted(timeout: BaseException) -> str:
+    """Where the worker's code was when a timeout cancelled it: the cancellation that
+    ``asyncio.timeout`` turned into ``TimeoutError`` carries the frames it unwound."""
+    return describe_traceback((timeout.__cause__ or timeout).__traceback__)
 
 
 async def _end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
