@@ -7,19 +7,24 @@ profile and everything that would phone home switched off.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import final
+from typing import Any, final
+
+import httpx
 
 HERE = Path(__file__).resolve().parent
 _OPEN = re.compile(r"^\s*open (http://\S+?)/?\s")
@@ -138,3 +143,100 @@ def screenshot(
     if result.returncode != 0 or not path.exists():
         raise RuntimeError(f"chromium --screenshot failed: {result.stderr.decode()[-2000:]}")
     return path
+
+
+@final
+class Browser:
+    """A real-time headless Chromium session driven through chromedriver (WebDriver over HTTP).
+
+    ``--dump-dom`` and ``--screenshot`` run on virtual time, in which a page that measures rates
+    (requests per second) sees no real second pass; a WebDriver session runs in real time.
+    """
+
+    def __init__(self, driver: subprocess.Popen[bytes], base: str, session: str) -> None:
+        self._driver, self._base, self._session = driver, base, session
+        self._http = httpx.Client(base_url=f"{base}/session/{session}", timeout=60)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._http.request(method, path, json=body)
+        value = response.json().get("value")
+        if response.status_code != 200:
+            raise RuntimeError(f"webdriver {method} {path}: {value}")
+        return value
+
+    def open(self, url: str) -> None:
+        self._call("POST", "/url", {"url": url})
+
+    def run(self, script: str, *args: object) -> Any:
+        """Run JavaScript in the page (``return ...`` gives a value back)."""
+        return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def text(self, element_id: str) -> str:
+        return str(self.run("return document.getElementById(arguments[0]).textContent", element_id))
+
+    def quit(self) -> None:
+        """End the session (Chromium exits); never raises."""
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.delete(f"{self._base}/session/{self._session}", timeout=30)
+        self._http.close()
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
+        return path
+
+
+def chromedriver() -> str:
+    for name in ("chromedriver", "chromium.chromedriver"):
+        if path := shutil.which(name):
+            return path
+    raise RuntimeError(
+        "chromedriver is not installed: apt-get install chromium-driver (scripts/services does it)"
+    )
+
+
+@contextlib.contextmanager
+def browser(size: tuple[int, int] = (1280, 1000)) -> Iterator[Browser]:
+    """A fresh headless Chromium (own profile, no background networking) in real time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver = subprocess.Popen(
+        [chromedriver(), f"--port={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: Chromium included, ended together
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="tcpw-chromium-") as profile:
+            args = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+            args.append(f"--window-size={size[0]},{size[1]}")
+            options = {"binary": chromium(), "args": args}
+            capabilities = {"alwaysMatch": {"goog:chromeOptions": options}}
+            session = _new_session(base, {"capabilities": capabilities})
+            session_browser = Browser(driver, base, session)
+            try:
+                yield session_browser
+            finally:
+                session_browser.quit()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGTERM)
+        driver.wait(10)
+
+
+def _new_session(base: str, body: dict[str, Any]) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            response = httpx.post(f"{base}/session", json=body, timeout=60)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    value = response.json()["value"]
+    if response.status_code != 200:
+        raise RuntimeError(f"chromedriver could not start Chromium: {value}")
+    return str(value["sessionId"])

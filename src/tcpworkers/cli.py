@@ -1,67 +1,37 @@
-"""``tcpworkers dev | serve | check``: run a worker over HTTP, or check that it would run.
+"""``tcpworkers init | dev | serve | check``: the command line, argument parsing only.
 
-Theory of operation. The CLI resolves the configuration once (:func:`tcpworkers.config.
-load_config`), loads the worker to fail fast with a clear message, binds the listening socket
-itself, prints where it serves, then hands the socket to uvicorn (httptools, the gated event
-loop, lifespan on). Binding first is what makes ``--port 0`` print the real port in every mode,
-and lets the reloader and the ``--workers`` processes share one socket bound by the parent.
-
-- One process (``serve``, ``dev --no-reload``): the application is built here and served by
-  ``uvicorn.Server``; SIGTERM/SIGINT start a graceful shutdown (stop accepting, let in-flight
-  responses finish for up to ``shutdown_timeout``), then the process exits 0.
-- ``dev`` (reload) and ``serve --workers N``: uvicorn's supervisors start server processes that
-  rebuild the application from the CLI's inputs (see ``tcpworkers.runtime._factory``).
+The CLI parses the arguments, resolves the configuration once (:func:`tcpworkers.runtime.
+load_config`) and calls the runtime's public functions: :func:`tcpworkers.runtime.serve` for
+``dev`` and ``serve`` (binding, uvicorn, signals; see ``tcpworkers.runtime._server``),
+:func:`tcpworkers.runtime.check` and :func:`tcpworkers.runtime.init_project`.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import logging
-import logging.config
 import math
-import os
-import signal
-import socket
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
 from tcpworkers._version import __version__
-from tcpworkers.config import (
+from tcpworkers.runtime import (
     CONFIG_FILENAME,
     DEFAULT_METRICS_PATH,
     DEFAULT_PORT,
-    Config,
     ConfigError,
+    Mode,
     Overrides,
+    check,
     display_path,
+    init_project,
+    launch_environ,
     load_config,
-    worker_path,
+    serve,
 )
-from tcpworkers.errors import WorkerLoadError
-from tcpworkers.runtime._devloop import reloader_class
-from tcpworkers.runtime._factory import FACTORY, build_app, launch_environ
-from tcpworkers.runtime._frontdoor import front_door
-from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
-from tcpworkers.runtime._metrics import ASGIApp
-from tcpworkers.runtime._scaffold import init_project
-from tcpworkers.runtime._settings import Mode
-from tcpworkers.runtime._worker import Worker, load_worker
 
 __all__ = ["build_parser", "main"]
-
-# uvicorn resolves this import string to a zero-argument loop factory in each server process.
-GATED_LOOP: Final = "tcpworkers.drivers:new_gated_loop"
-# Pending connections the kernel queues before the server accepts them (uvicorn's default).
-BACKLOG: Final = 2048
-# uvicorn's exit status for "failed before serving" (uvicorn.config.STARTUP_FAILURE).
-STARTUP_FAILURE: Final = 3
-
-_log = logging.getLogger(LOGGER)
 
 _DESCRIPTION = """\
 Run Python request handlers ("workers") over HTTP, with Cloudflare-Workers-style outbound
@@ -286,43 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tcpworkers {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    set_secrets(config.runtime.secrets.values())
     if args.command == "check":
-        return _check(config, args.worker)
-    logging.config.dictConfig(log_config(config.server.log_format, quiet=mode == "dev"))
-    os.environ.update(_launch_environ(mode, args, overrides))
-    return _serve(config, args.worker or config.worker)
+        return check(config, args.worker)
+    return serve(
+        config, args.worker or config.worker, environ=_launch_environ(mode, args, overrides)
+    )
 
 
 def _launch_environ(mode: Mode, args: argparse.Namespace, overrides: Overrides) -> dict[str, str]:
     config_path = str(Path(args.config).resolve()) if args.config else None
     return launch_environ(mode, args.worker, config_path, overrides)
-
-
-# --- check --------------------------------------------------------------------------------
-
-
-def _check(config: Config, shown: str | None) -> int:
-    label = shown or config.worker
-    try:
-        worker = load_worker(config.worker)
-    except WorkerLoadError as exc:
-        print(f"tcpworkers check: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        # load_worker reports what it understands; anything else is a bug in the worker module
-        # (or ours) and the traceback is the useful part.
-        print(f"tcpworkers check: error: loading {label} failed:", file=sys.stderr)
-        traceback.print_exception(exc, file=sys.stderr)
-        return 1
-    for line in _summary(config, label, worker):
-        print(line)
-    other = "dev" if config.mode == "serve" else "serve"
-    print(
-        f"ok: {label} is ready for tcpworkers {config.mode} (checked as `{config.mode}`; "
-        f"--mode {other} checks it for tcpworkers {other})"
-    )
-    return 0
 
 
 # --- init and the overview ----------------------------------------------------------------
@@ -361,212 +304,6 @@ def _init(directory: str) -> int:
     cd = "" if here else f"cd {display_path(target)} && "
     print(f"next: {cd}tcpworkers dev")
     return 0
-
-
-def _summary(config: Config, label: str, worker: Worker) -> list[str]:
-    runtime, server = config.runtime, config.server
-    limits = runtime.limits
-    wall_time = "none" if limits.wall_time is None else f"{limits.wall_time:g}s"
-    wait_until = "none" if limits.wait_until_time is None else f"{limits.wait_until_time:g}s"
-    secrets = ", ".join(
-        f"{name} (from ${variable})" for name, variable in config.secret_sources.items()
-    )
-    bindings = ", ".join(f"{b.name} ({b.type})" for b in config.bindings.values())
-    workers = f"{server.workers} process{'es' * (server.workers > 1)}"
-    return [
-        f"worker:   {label} ({_describe(worker)})",
-        f"config:   {display_path(config.path) if config.path else 'none (defaults)'}",
-        f"mode:     {config.mode}",
-        f"egress:   {config.egress}",
-        f"limits:   max_sockets={limits.max_sockets}, slot_timeout={limits.slot_timeout:g}s, "
-        f"wall_time={wall_time}, wait_until_time={wait_until}",
-        f"vars:     {', '.join(runtime.vars) or 'none'}",
-        f"secrets:  {secrets or 'none'}",
-        f"bindings: {bindings or 'none'}",
-        f"server:   {_url(server.host, server.port)}, {workers}, "
-        f"metrics {server.metrics_path or 'off'}, {server.log_format} logs",
-    ]
-
-
-_KINDS: Final = {
-    "fetch": "fetch handler",
-    "entrypoint": "WorkerEntrypoint class",
-    "asgi": "ASGI application",
-}
-
-
-def _describe(worker: Worker) -> str:
-    return f"{worker.name}, {_KINDS.get(worker.kind, worker.kind)}"
-
-
-# --- dev and serve ------------------------------------------------------------------------
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (the first address ``host`` resolves to)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Restarting right after a stop must not fail on connections in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        # Listening now (not when a server process starts) lets clients connect at once;
-        # their connections wait in the backlog until a server process accepts them.
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def _reload_paths(config: Config) -> tuple[list[str], list[str]]:
-    """Directories to watch and file patterns that trigger a reload."""
-    named = worker_path(config.worker)
-    if named is None:
-        base = Path.cwd()
-    else:
-        base = named.resolve() if named.is_dir() else named.resolve().parent
-    dirs = [str(base)]
-    includes = ["*.py", CONFIG_FILENAME]
-    if config.path is not None:
-        config_dir = str(config.path.resolve().parent)
-        if config_dir not in dirs:
-            dirs.append(config_dir)
-        if config.path.name not in includes:
-            includes.append(config.path.name)
-    return dirs, includes
-
-
-def _serve(config: Config, shown: str) -> int:
-    # Imported here: `check` and `--help` do not need the server.
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    server_settings = config.server
-    single = not server_settings.reload and server_settings.workers == 1
-    app: ASGIApp | None = None
-    try:
-        if single:
-            app = build_app(config)
-        else:
-            # Server processes load the worker themselves; loading it here first turns a
-            # broken worker into one clear error instead of processes failing one by one.
-            load_worker(config.worker)
-    except WorkerLoadError as exc:
-        return _usage_error(config, str(exc))
-    except Exception as exc:
-        _usage_error(config, f"loading {shown} failed:")
-        traceback.print_exception(exc, file=sys.stderr)
-        return 1
-    try:
-        sock = _bind(server_settings.host, server_settings.port)
-    except OSError as exc:
-        hint = (
-            "is another server running there? choose another port with --port"
-            if exc.errno == errno.EADDRINUSE
-            else "check the address (--host, or host in [server])"
-        )
-        return _usage_error(
-            config,
-            f"cannot listen on {server_settings.host}:{server_settings.port}: "
-            f"{exc.strerror or exc}; {hint}",
-        )
-    port = sock.getsockname()[1]
-    reload_dirs, reload_includes = _reload_paths(config) if server_settings.reload else (None, None)
-    uv_config = uvicorn.Config(
-        app if app is not None else FACTORY,
-        factory=app is None,
-        host=server_settings.host,
-        port=port,
-        loop=GATED_LOOP,
-        http=front_door(config.runtime.limits),  # httptools with the front door's bounds
-        lifespan="on",
-        interface="asgi3",
-        log_config=log_config(server_settings.log_format, quiet=config.mode == "dev"),
-        access_log=False,  # tcpworkers.runtime._logging.AccessLog writes the access log
-        workers=server_settings.workers,
-        reload=server_settings.reload,
-        reload_dirs=reload_dirs,
-        reload_includes=reload_includes,
-        # uvicorn takes whole seconds.
-        timeout_graceful_shutdown=math.ceil(server_settings.shutdown_timeout),
-    )
-    # Every mode handles SIGTERM/SIGINT from before the startup line on: a supervisor or a
-    # server told to stop before it started stops right away, and gracefully.
-    if server_settings.reload:
-        # uvicorn's reloader, telling each new server process what changed (one "reloaded"
-        # line instead of uvicorn's life cycle; see runtime/_devloop.py).
-        reloader = reloader_class()(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock])
-        _on_stop_signals(reloader.signal_handler)
-        _announce(config, shown, port)
-        reloader.run()
-        return 0
-    if server_settings.workers > 1:
-        supervisor = Multiprocess(uv_config, sockets=[sock])  # installs its signal handlers
-        _announce(config, shown, port)
-        supervisor.run()
-        failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
-        return 1 if failed else 0
-    # uvicorn handles the signals itself while it serves, then restores these handlers and
-    # raises the signal again: handled here, a graceful stop ends with status 0 rather than as
-    # death by signal.
-    server = uvicorn.Server(uv_config)
-    _on_stop_signals(server.handle_exit)
-    _announce(config, shown, port)
-    try:
-        server.run(sockets=[sock])
-    except SystemExit as exc:
-        # uvicorn exits like this when the application's startup failed (it logged why).
-        if exc.code == STARTUP_FAILURE:
-            return 1
-        raise
-    return 0 if server.started else 1
-
-
-def _usage_error(config: Config, message: str) -> int:
-    """A mistake on the command line (a worker that does not load, a port in use): plain text
-    on stderr, whatever the log format; JSON is for the log stream once the server runs."""
-    print(f"tcpworkers {config.mode}: error: {message}", file=sys.stderr)
-    return 1
-
-
-def _on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
-
-
-def _announce(config: Config, shown: str, port: int) -> None:
-    server = config.server
-    url = _url(server.host, port)
-    details = [f"egress: {config.egress}", f"metrics: {server.metrics_path or 'off'}"]
-    if server.workers > 1:
-        details.append(f"workers: {server.workers}")
-    if config.path is not None:
-        details.append(f"config: {display_path(config.path)}")
-    fields = {
-        "url": url,
-        "worker": shown,
-        "mode": config.mode,
-        "egress": config.egress,
-        "metrics": server.metrics_path,
-        "workers": server.workers,
-        "config": str(config.path) if config.path else None,
-    }
-    _log.info(
-        "tcpworkers %s: serving %s on %s (%s)",
-        config.mode,
-        shown,
-        url,
-        ", ".join(details),
-        extra={FIELDS_ATTR: fields},
-    )
 
 
 if __name__ == "__main__":

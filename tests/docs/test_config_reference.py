@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tcpworkers import config as config_module
-from tcpworkers.config import Config, load_config
 from tcpworkers.egress import _policy
+from tcpworkers.runtime import _config as config_module
+from tcpworkers.runtime._config import Config, load_config
 from tcpworkers.runtime._config_schema import SCHEMA, render_markdown, section_keys
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error")]

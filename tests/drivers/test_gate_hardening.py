@@ -223,7 +223,6 @@ def test_ungated_is_not_part_of_the_public_drivers_module() -> None:
 # -- item 12: driver connections a request leaves open -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 12")
 async def test_driver_connection_left_open_is_named_in_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -255,7 +254,6 @@ async def test_sockets_left_open_by_connect_are_closed_without_a_warning(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 12")
 async def test_scope_closed_error_points_a_pool_refilling_later_to_the_pool_binding() -> None:
     started = asyncio.Event()
     go = asyncio.Event()
@@ -321,7 +319,6 @@ class CountingRelay:
         self.done.set()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 13")
 async def test_stream_driver_bytes_are_counted_both_ways() -> None:
     async with EchoServer() as server, request_scope() as scope:
         reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -333,7 +330,6 @@ async def test_stream_driver_bytes_are_counted_both_ways() -> None:
     assert scope.stats.bytes_in == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 13")
 async def test_asyncpg_bytes_are_counted_exactly_both_ways() -> None:
     async with CountingRelay((PG_HOST, PG_PORT)).running() as relay:
         async with request_scope() as scope:
@@ -345,7 +341,6 @@ async def test_asyncpg_bytes_are_counted_exactly_both_ways() -> None:
     assert scope.stats.bytes_in == relay.downstream_bytes > 5000
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 13")
 async def test_asyncpg_left_open_is_counted_when_the_scope_closes_it() -> None:
     async with CountingRelay((PG_HOST, PG_PORT)).running() as relay:
         async with request_scope() as scope:

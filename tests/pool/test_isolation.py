@@ -150,3 +150,21 @@ async def test_a_listening_client_gets_its_notifications(single: Binding) -> Non
         assert await conn.fetchval("select 1") == 1  # the pinned connection keeps working
     finally:
         await conn.close()
+
+
+async def test_temp_table_on_commit_drop_does_not_pin(single: Binding) -> None:
+    conn = await asyncpg.connect(single.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE pool_core_stage (a int) ON COMMIT DROP")
+            await conn.execute("insert into pool_core_stage values (1), (2)")
+            assert await conn.fetchval("select count(*) from pool_core_stage") == 2
+        assert single.pool.stats().pinned == 0
+    finally:
+        await conn.close()
+    other = await asyncpg.connect(single.dsn)
+    try:
+        assert await other.fetchval("select to_regclass('pg_temp.pool_core_stage') is null")
+    finally:
+        await other.close()
+    assert single.pool.stats().pins == {}

@@ -241,3 +241,56 @@ async def test_psycopg_closes_statements_at_the_protocol_level(binding: Binding)
             cur = await conn.execute(f"select %s::int + {i}", (2,))
             assert await cur.fetchone() == (2 + i,)
     assert binding.pool.stats().pinned == 0
+
+
+async def test_psycopg_copy_cursors_and_notices(binding: Binding) -> None:
+    table = f"pool_core_pcopy_{secrets.token_hex(4)}"
+    notices: list[str] = []
+    async with await psycopg.AsyncConnection.connect(binding.dsn, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        await conn.execute(f"create table {table} (a int, b text)")
+        try:
+            async with conn.cursor() as cur:
+                async with cur.copy(f"copy {table} (a, b) from stdin") as copy:
+                    for i in range(500):
+                        await copy.write_row((i, f"r{i}"))
+                await cur.execute(f"select count(*), sum(a) from {table}")
+                assert await cur.fetchone() == (500, sum(range(500)))
+                rows = []
+                async with cur.copy(f"copy (select a from {table} order by a) to stdout") as copy:
+                    async for row in copy.rows():
+                        rows.append(int(row[0]))
+                assert rows == list(range(500))
+            # A server-side cursor, fetched in pieces inside its transaction.
+            async with conn.transaction(), conn.cursor("pool_core_named") as named:
+                await named.execute(f"select a from {table} order by a")
+                assert len(await named.fetchmany(100)) == 100
+                assert len(await named.fetchall()) == 400
+            await conn.execute("rollback")  # outside a transaction: a warning notice
+            assert any("no transaction in progress" in n for n in notices)
+        finally:
+            await conn.execute(f"drop table {table}")
+    stats = binding.pool.stats()
+    assert (stats.pinned, stats.active) == (0, 0)
+
+
+async def test_large_pipelines_executemany(binding: Binding) -> None:
+    conn = await asyncpg.connect(binding.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("CREATE TEMP TABLE pool_core_many (a int, b text) ON COMMIT DROP")
+            rows = [(i, "x" * (i % 50)) for i in range(5000)]
+            await conn.executemany("insert into pool_core_many values ($1, $2)", rows)
+            assert await conn.fetchval("select count(*) from pool_core_many") == 5000
+            assert await conn.fetchval("select sum(a) from pool_core_many") == sum(range(5000))
+        assert binding.pool.stats().pins == {}
+    finally:
+        await conn.close()
+    pconn = await psycopg.AsyncConnection.connect(binding.dsn)
+    async with pconn, pconn.transaction(), pconn.cursor() as cur:
+        await cur.execute("CREATE TEMP TABLE pool_core_pmany (a int) ON COMMIT DROP")
+        await cur.executemany(
+            "insert into pool_core_pmany values (%s)", [(i,) for i in range(3000)]
+        )
+        await cur.execute("select count(*) from pool_core_pmany")
+        assert await cur.fetchone() == (3000,)

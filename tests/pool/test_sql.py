@@ -57,6 +57,8 @@ def test_pins(sql: str, pins: tuple[str, ...]) -> None:
         "DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1",
         "CREATE TABLE pool_core_x (a int)",
         "CREATE TABLE tempo (a int)",
+        "CREATE TEMP TABLE staging (a int) ON COMMIT DROP",
+        "create temporary table s as select 1 as a with no data on commit drop",
         "select * from settings where offset_set = 'SET x = 1'",
         "select 'LISTEN x', \"set\" from t",
         "select $$ SET x = 1 $$, $tag$ listen $tag$",

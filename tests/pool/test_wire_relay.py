@@ -227,3 +227,27 @@ async def test_a_newer_protocol_minor_is_negotiated_down_to_3_0(single: Binding)
         assert "DataRow" in await c.send(m.Query("select 1"))
     finally:
         await c.close()
+
+
+async def test_an_injected_parse_skipped_after_an_error_is_injected_again(single: Binding) -> None:
+    c = await RawClient.connect(single)
+    other = await RawClient.connect(single)
+    try:
+        assert await c.send(m.Parse("s", "select 7"), m.Sync()) == [
+            "ParseComplete",
+            "ReadyForQuery",
+        ]
+        # Another client's DISCARD ALL drops every statement on the (only) server connection.
+        assert "CommandComplete" in await other.send(m.Query("DISCARD ALL"))
+        names = await c.send(
+            m.Bind("", "no_such_statement"),  # fails: the server skips to Sync...
+            m.Bind("", "s"),  # ...including the Parse the pooler puts before this Bind
+            m.Execute(),
+            m.Sync(),
+        )
+        assert names == ["ErrorResponse", "ReadyForQuery"]
+        names = await c.send(m.Bind("", "s"), m.Execute(), m.Sync())
+        assert names == ["BindComplete", "DataRow", "CommandComplete", "ReadyForQuery"]
+    finally:
+        await c.close()
+        await other.close()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tcpworkers.cli import build_parser
-from tcpworkers.config import Overrides, load_config
 from tcpworkers.runtime import WorkerApp
+from tcpworkers.runtime._config import Overrides, load_config
 from tcpworkers.runtime._factory import ENV_MODE, build_app, create_app, launch_environ
 from tcpworkers.runtime._metrics import MetricsEndpoint
 

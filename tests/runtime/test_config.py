@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tcpworkers.config import (
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.errors import TcpworkersError
+from tcpworkers.runtime._config import (
     DEFAULT_METRICS_PATH,
     BindingConfig,
     Config,
@@ -23,8 +25,6 @@ from tcpworkers.config import (
     load_config,
     worker_path,
 )
-from tcpworkers.egress import EgressPolicy
-from tcpworkers.errors import TcpworkersError
 from tcpworkers.runtime._settings import Limits
 
 # Test tier: in memory (config files under tmp_path count as memory); see tests/_tiers.py.

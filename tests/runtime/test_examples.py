@@ -20,9 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiosmtpd.smtp import SMTP as SMTPServerProtocol
 
-from tcpworkers.config import load_config
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.runtime import RuntimeSettings, VarValue
+from tcpworkers.runtime._config import load_config
 from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.testing import EchoServer, TestCA, serve_worker
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpworkers.config import load_config
+from tcpworkers.runtime._config import load_config
 from tcpworkers.runtime._config_schema import SCHEMA
 from tcpworkers.runtime._scaffold import config_template, init_project
 from tcpworkers.runtime._worker import load_worker

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tcpworkers.config import load_config
+from tcpworkers.runtime._config import load_config
 from tcpworkers.runtime._factory import build_app
 from tcpworkers.runtime._metrics import CONTENT_TYPE, Metrics, MetricsEndpoint
 from tcpworkers.runtime._settings import RequestRecord

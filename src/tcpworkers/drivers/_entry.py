@@ -81,6 +81,8 @@ def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None
 class _DatagramEndpoint:
     """A connected UDP endpoint as its request scope sees it (a ``ScopedResource``)."""
 
+    opened_by_driver = True
+
     def __init__(self, scope: RequestScope, description: str) -> None:
         self.scope = scope
         self.description = description

@@ -43,15 +43,16 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
-from tcpworkers.egress import EgressPolicy, default_policy
+from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.errors import EgressDeniedError
 from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
 from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import current_dialer, system_connect
-from tcpworkers.sockets._gate import permitted_targets
+from tcpworkers.sockets._dial import current_dialer
+from tcpworkers.sockets._open import open_gated
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
 
@@ -59,13 +60,16 @@ __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"
 class _TrackedConnection:
     """One driver connection as its request scope sees it (a ``ScopedResource``)."""
 
+    opened_by_driver = True  # named in the scope's warning when the request leaves it open
+
     def __init__(self, scope: RequestScope, description: str) -> None:
         self.scope = scope
         self.description = description
         self.transport: asyncio.BaseTransport | None = None
         self.bytes_in = 0
-        self.bytes_out = 0  # writes go straight to the transport, which the gate does not wrap
+        self.bytes_out = 0  # counted by the CountedTransport the driver writes to
         self._lost = asyncio.get_running_loop().create_future()
+        self._view: CountedTransport | None = None
 
     def describe(self) -> str:
         return self.description
@@ -107,6 +111,12 @@ class _TrackedConnection:
             cast(asyncio.Transport, self.transport).abort()
         self.on_lost()
 
+    def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
+        """The transport the driver sees (see ``_counting.py``), one per loop transport."""
+        if self._view is None or self._view.wrapped is not transport:
+            self._view = CountedTransport(transport, self)
+        return self._view
+
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         if isinstance(protocol, asyncio.BufferedProtocol):
             return _BufferedProxy(protocol, self)
@@ -120,9 +130,13 @@ class _ProxyBase:
         self._app = app
         self._conn = conn
 
+    @property
+    def _tcpworkers_app(self) -> Any:
+        return self._app
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._conn.transport = transport
-        self._app.connection_made(transport)
+        self._app.connection_made(self._conn.view(transport))
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -226,38 +240,36 @@ class GateMixin(EntryPointsMixin):
         try:
             if ssl and server_hostname is None:
                 server_hostname = host
-            address: tuple[str, int] | None = None
             if sock is None:
-                sock, address = await _dial(scope.policy, scope, str(host), int(port or 0), family)
+                transport, protocol = await open_gated(
+                    base.create_connection,
+                    lambda: conn.wrap(protocol_factory()),
+                    str(host),
+                    int(port or 0),
+                    policy=scope.policy,
+                    scope=scope,
+                    dialer=current_dialer(),
+                    family=family,
+                    ssl=ssl,
+                    server_hostname=server_hostname,
+                    **kwargs,
+                )
             else:
-                decide_given_socket(scope, sock)
-            with trusted_connections():  # decided: the base loop must not gate it again
-                if address is not None:
-                    # One permitted address: the base loop connects to that IP literal itself
-                    # (no lookup for a literal), cheaper than sock_connect + sock=.
-                    transport, protocol = await base.create_connection(
-                        lambda: conn.wrap(protocol_factory()),
-                        *address,
-                        ssl=ssl,
-                        server_hostname=server_hostname,
-                        **kwargs,
-                    )
-                else:
-                    transport, protocol = await base.create_connection(
-                        lambda: conn.wrap(protocol_factory()),
-                        sock=sock,
-                        ssl=ssl,
-                        server_hostname=server_hostname,
-                        **kwargs,
-                    )
+                transport, protocol = await _on_given_socket(
+                    base,
+                    scope,
+                    lambda: conn.wrap(protocol_factory()),
+                    sock,
+                    ssl=ssl,
+                    server_hostname=server_hostname,
+                    **kwargs,
+                )
         except BaseException:
-            if sock is not None:
-                sock.close()
             scope.release(conn)
             raise
         finally:
             scope.record_connect(time.perf_counter() - started)
-        return transport, cast(_ProxyBase, protocol)._app
+        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
         self,
@@ -304,7 +316,7 @@ class GateMixin(EntryPointsMixin):
         except BaseException:
             scope.release(conn)
             raise
-        return transport, cast(_ProxyBase, protocol)._app
+        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
 
     async def start_tls(  # type: ignore[no-untyped-def]
         self,
@@ -314,31 +326,39 @@ class GateMixin(EntryPointsMixin):
         **kwargs: Any,
     ):
         base: Any = super()  # the event loop class this mixin is combined with
+        if isinstance(transport, CountedTransport):
+            transport = transport.wrapped  # the base loop takes only its own transports
         proxy = transport.get_protocol()
         if not isinstance(proxy, _ProxyBase):
             return await base.start_tls(transport, protocol, sslcontext, **kwargs)
         conn = proxy._conn
-        if isinstance(protocol, _ProxyBase):
-            protocol = protocol._app
+        protocol = unwrap_protocol(protocol)
         tls_transport = await base.start_tls(transport, conn.wrap(protocol), sslcontext, **kwargs)
-        if tls_transport is not None:
-            conn.transport = tls_transport
-        return tls_transport
+        if tls_transport is None:
+            return None
+        conn.transport = tls_transport
+        return conn.view(tls_transport)
 
 
-async def _dial(
-    policy: EgressPolicy, scope: RequestScope | None, host: str, port: int, family: int
-) -> tuple[socket.socket | None, tuple[str, int] | None]:
-    """Resolve and check; return a connected socket, or the one permitted address for the base
-    loop to connect to itself (when the system connector would be used anyway)."""
-    dialer = current_dialer()
-    targets = await permitted_targets(dialer, policy, host, port, scope)
-    if family:
-        targets = [t for t in targets if t.family == family] or targets
-    if len(targets) == 1 and dialer.connect is system_connect:
-        return None, (targets[0].ip, targets[0].sockaddr[1])
-    with trusted_connections():  # the dialer's sock_connect: already decided
-        return await dialer.connect_first(targets), None
+async def _on_given_socket(
+    base: Any,
+    scope: RequestScope | None,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    sock: socket.socket,
+    **kwargs: Any,
+) -> Any:
+    """A driver that connected its own socket: decide on the peer it reached, then build the
+    transport on it (closing the socket if that fails, and in a request if the decision does)."""
+    if scope is None:
+        decide_given_socket(scope, sock)
+    try:
+        if scope is not None:
+            decide_given_socket(scope, sock)
+        with trusted_connections():  # decided: the base loop must not gate it again
+            return await base.create_connection(protocol_factory, sock=sock, **kwargs)
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def _outside_scopes(
@@ -358,31 +378,26 @@ async def _outside_scopes(
     a served runtime, the configured one), neither counted nor closed by anyone but its owner."""
     if ssl and server_hostname is None and sock is None:
         server_hostname = host
-    address: tuple[str, int] | None = None
-    if sock is None:
-        for option in _DIAL_OPTIONS:
-            kwargs.pop(option, None)
-        sock, address = await _dial(default_policy(), None, str(host), int(port or 0), family)
-    else:
-        decide_given_socket(None, sock)
-    try:
-        with trusted_connections():
-            if address is not None:
-                return await base.create_connection(
-                    protocol_factory,
-                    *address,
-                    ssl=ssl,
-                    server_hostname=server_hostname,
-                    local_addr=local_addr,
-                    **kwargs,
-                )
-            return await base.create_connection(
-                protocol_factory, sock=sock, ssl=ssl, server_hostname=server_hostname, **kwargs
-            )
-    except BaseException:
-        if sock is not None and address is None:
-            sock.close()
-        raise
+    if sock is not None:
+        return await _on_given_socket(
+            base, None, protocol_factory, sock, ssl=ssl, server_hostname=server_hostname, **kwargs
+        )
+    for option in _DIAL_OPTIONS:
+        kwargs.pop(option, None)
+    return await open_gated(
+        base.create_connection,
+        protocol_factory,
+        str(host),
+        int(port or 0),
+        policy=default_policy(),
+        scope=None,
+        dialer=current_dialer(),
+        family=family,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        local_addr=local_addr,
+        **kwargs,
+    )
 
 
 class GatedEventLoop(GateMixin, asyncio.SelectorEventLoop):

@@ -24,15 +24,15 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import final
 
 from tcpworkers.errors import PoolClosedError, PoolTimeoutError
 
 from ._server import PooledServer, ServerLink, looks_dead, run_queries
+from ._settings import WAIT_BOUNDS, PoolSettings, PoolStats
 from ._state import Event, ServerState, next_state
 
-__all__ = ["Pool", "PoolSettings", "PoolStats"]
+__all__ = ["WAIT_BOUNDS", "Pool", "PoolSettings", "PoolStats"]
 
 log = logging.getLogger("tcpworkers.pool")
 
@@ -40,57 +40,6 @@ _RESET_TIMEOUT = 5.0
 # Statements the pooler keeps prepared on one server connection; past this, the next release
 # resets it (DISCARD ALL drops them) so memory on both sides stays bounded.
 MAX_STATEMENTS = 1000
-# Acquire waits in seconds: 100 us .. 10 s, then +Inf.
-WAIT_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSettings:
-    """Sizes and timeouts of one binding's pool, per process (seconds)."""
-
-    min_size: int = 1
-    max_size: int = 10
-    idle_timeout: float = 300.0
-    max_lifetime: float = 3600.0
-    acquire_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
-            raise ValueError(
-                f"pool sizes need 0 <= min_size <= max_size and max_size >= 1, "
-                f"got min_size={self.min_size} max_size={self.max_size}"
-            )
-        for name in ("idle_timeout", "max_lifetime", "acquire_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"pool {name} must be > 0 seconds, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of one pool's gauges and counters."""
-
-    name: str
-    min_size: int
-    max_size: int
-    idle: int
-    active: int
-    pinned: int
-    resetting: int
-    opening: int
-    waiting: int
-    clients: int
-    opened: int
-    connect_failures: int
-    closed: Mapping[str, int]  # by reason
-    acquires: int
-    acquire_timeouts: int
-    acquire_wait_bounds: tuple[float, ...]
-    acquire_wait_counts: tuple[int, ...]  # per bucket, the last one is +Inf (not cumulative)
-    acquire_wait_sum: float
-    parse_saved: int  # client Parses answered locally: the statement was on that server already
-    parse_forwarded: int
-    resets: int
-    pins: Mapping[str, int]  # by reason
 
 
 @final
@@ -152,7 +101,8 @@ class Pool:
         self._closed = True
         if self._janitor is not None:
             self._janitor.cancel()
-        for waiter in self._waiters:
+        while self._waiters:
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(PoolClosedError(f"pool {self.name!r} was closed"))
         for task in list(self._tasks):
@@ -220,8 +170,9 @@ class Pool:
                 self.release(waiter.result())
             raise
         finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            if waiter.cancelled() or not waiter.done():  # resolved waiters were popped already
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
         self._record_wait(self._clock() - started)
         return server
 
@@ -230,8 +181,7 @@ class Pool:
         dirty/pinned (reset first). Synchronous: cancellation cannot interrupt it."""
         if server.state is ServerState.SV_CLOSED:
             return
-        expired = self._clock() - server.created >= self.settings.max_lifetime
-        if expired and server.state is not ServerState.SV_PINNED:
+        if self._clock() - server.created >= self.settings.max_lifetime:
             self._discard(server, "max_lifetime")
         elif (
             dirty
@@ -256,6 +206,17 @@ class Pool:
     async def cancel(self, server: PooledServer) -> None:
         """Ask the server to cancel what ``server`` is running (a CancelRequest upstream)."""
         await self._cancel(server.link.backend_pid, server.link.backend_secret)
+
+    def cancel_soon(self, server: PooledServer) -> None:
+        """:meth:`cancel` in a pool-owned task; failures are logged, never raised."""
+
+        async def cancel() -> None:
+            try:
+                await self.cancel(server)
+            except Exception as exc:
+                log.info("pool %s: cancelling on %r failed: %s", self.name, server, exc)
+
+        self._spawn(cancel())
 
     def new_client_key(self) -> tuple[int, int]:
         """A synthetic (process id, secret key) for a client's BackendKeyData."""
@@ -292,9 +253,14 @@ class Pool:
     # -- internals -------------------------------------------------------------------------------
 
     def _total(self) -> int:
-        lists = self._lists
-        live = sum(len(g) for s, g in lists.items() if s is not ServerState.SV_CLOSED)
-        return live + self._opening
+        lists, s = self._lists, ServerState
+        return (
+            len(lists[s.SV_IDLE])
+            + len(lists[s.SV_ACTIVE])
+            + len(lists[s.SV_PINNED])
+            + len(lists[s.SV_RESET])
+            + self._opening
+        )
 
     def _move(self, server: PooledServer, event: Event) -> None:
         new = next_state(server.state, event)
@@ -326,7 +292,7 @@ class Pool:
         self._opening += 1
         try:
             link = await self._connect()
-        except BaseException:
+        except Exception:
             self._connect_failures += 1
             raise
         finally:
@@ -390,7 +356,8 @@ class Pool:
                     server = await self._open()
                 except Exception as exc:
                     log.warning("pool %s: cannot open a server connection: %s", self.name, exc)
-                    for waiter in self._waiters:  # fail waiters clearly rather than by timeout
+                    while self._waiters:  # fail a waiter clearly rather than by timeout
+                        waiter = self._waiters.popleft()
                         if not waiter.done():
                             waiter.set_exception(exc)
                             break

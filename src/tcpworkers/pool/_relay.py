@@ -17,7 +17,9 @@ entry so it reaches the client in order (``parse_saved``). A Bind or Describe of
 current server lacks is preceded by a Parse the pooler injects and whose ParseComplete it drops.
 Close of a statement only forgets the client's name (CloseComplete synthesised); the server keeps
 the statement for other clients until the connection is reset or closed. An ErrorResponse in the
-extended protocol makes the server skip to Sync; the entries it skips are dropped too.
+extended protocol makes the server skip to Sync; the entries it skips are dropped too. With
+``prepared_statements=False`` (PgBouncer in transaction mode upstream) the server keeps nothing:
+each statement is prepared unnamed in the transaction that uses it.
 
 Pinning (``_sql``): SQL that outlives its transaction, or a reported parameter still changed at
 ReadyForQuery 'I', keeps the server connection with the client until it disconnects; it is then
@@ -29,7 +31,6 @@ an unknown state: its query is cancelled and the connection discarded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Final
@@ -37,6 +38,7 @@ from typing import Final
 from tcpworkers.errors import PgProtocolError, PoolTimeoutError
 
 from . import _messages as m
+from . import _pending as q
 from ._login import LOGIN_TIMEOUT, fatal, login
 from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
@@ -56,30 +58,9 @@ __all__ = ["serve_client"]
 log = logging.getLogger("tcpworkers.pool")
 
 _READ: Final = 65536
-_ENDS_Z: Final = frozenset(b"Z")
-_NEVER: Final[frozenset[int]] = frozenset()
-_ENDS: Final = {
-    ord("P"): frozenset(b"1"),
-    ord("B"): frozenset(b"2"),
-    ord("C"): frozenset(b"3"),
-    ord("D"): frozenset(b"Tn"),
-    ord("E"): frozenset(b"CIs"),
-    ord("S"): _ENDS_Z,
-    ord("Q"): _ENDS_Z,
-    ord("F"): _ENDS_Z,
-}
-# What the server task must look at: the front entry's completions, errors, ParameterStatus.
-_STOP_IDLE: Final = frozenset(b"ES")
-_STOPS: Final = {ends: ends | _STOP_IDLE for ends in {*_ENDS.values(), _NEVER}}
-# Pending entry actions: forward the completion; drop it (the pooler sent the message); emit
-# synthetic bytes when the entry reaches the front; a Parse whose ParseComplete marks a server
-# statement ready (forwarded or dropped).
-_FORWARD, _DROP, _SYNTHETIC, _PARSE_FORWARD, _PARSE_DROP = range(5)
 _PARSE_COMPLETE: Final = m.ParseComplete().encode()
 _CLOSE_COMPLETE: Final = m.CloseComplete().encode()
 _READY_IDLE: Final = m.ReadyForQuery("I").encode()
-
-_Entry = tuple[frozenset[int], int, ServerStatement | bytes | None]
 
 
 class _Client:
@@ -92,13 +73,14 @@ class _Client:
         self.state = ClientState.CL_LOGIN
         self.server: PooledServer | None = None
         self.task: asyncio.Task[None] | None = None
-        self.pending: deque[_Entry] = deque()
+        self.pending: deque[q.Entry] = deque()
         self.statements: dict[str, StatementKey] = {}
         self.unnamed: StatementKey | None = None
         self.txn_status = "I"
         self.skipping = False  # after a local error: drop messages up to Sync
         self.boundary = True  # the last thing the server said ended a transaction (RFQ 'I')
         self.gone = False
+        self.keep = pool.settings.prepared_statements  # False: unnamed statements only
 
     def move(self, event: Event) -> None:
         self.state = next_state(self.state, event)
@@ -110,6 +92,8 @@ class _Client:
             batch: list[bytes] = []  # for self.server, written once per chunk (or before an await)
             for frame in parser.frames():
                 kind = frame.type
+                if self.gone:  # the server task hung up on this client
+                    return
                 if kind == 88:  # Terminate
                     self.send(batch)
                     return
@@ -128,12 +112,12 @@ class _Client:
                     batch.append(out)
             self.send(batch)
             pending = self.pending
-            if pending and all(entry[1] == _SYNTHETIC for entry in pending):
+            if pending and all(entry[1] == q.SYNTHETIC for entry in pending):
                 self.writer.write(b"".join(self.leading_synthetic()))  # no server answer to await
             if self.server is not None:
                 await self.server.link.writer.drain()
             data = await self.reader.read(_READ)
-            if not data:
+            if not data or self.gone:  # gone: the server task hung up on this client
                 return
             parser.feed(data)
 
@@ -146,10 +130,15 @@ class _Client:
         """Answers made here that no outstanding server answer precedes: due now, in order."""
         out: list[bytes] = []
         pending = self.pending
-        while pending and pending[0][1] == _SYNTHETIC:
+        while pending and pending[0][1] == q.SYNTHETIC:
             data = pending.popleft()[2]
-            assert isinstance(data, bytes)
-            out.append(data)
+            if isinstance(data, q.Closed):
+                out.append(_CLOSE_COMPLETE)
+            elif isinstance(data, q.Parsed):
+                out.append(_PARSE_COMPLETE)
+            else:
+                assert isinstance(data, bytes)
+                out.append(data)
         return out
 
     async def bind(self, kind: int) -> PooledServer | None:
@@ -187,7 +176,7 @@ class _Client:
             return self.parse(server, decode_frontend(frame))
         if kind == 66 or kind == 68:  # Bind, Describe
             if kind == 68 and raw[5] != 83:  # Describe portal
-                pending.append((_ENDS[kind], _FORWARD, None))
+                pending.append((q.ENDS[kind], q.FORWARD, None))
                 return raw
             body = raw[5:]
             if kind == 66:
@@ -196,27 +185,28 @@ class _Client:
                 head, name, rest = 1, body[1:-1].decode("utf-8", "surrogateescape"), len(body)
             out = self.ensure(server, name)
             if out is None:  # unknown to the pooler: let the server say so
-                pending.append((_ENDS[kind], _FORWARD, None))
+                pending.append((q.ENDS[kind], q.FORWARD, None))
                 return raw
             prefix, server_name = out
             new_body = body[:head] + m.cstr(server_name) + body[rest:]
-            pending.append((_ENDS[kind], _FORWARD, None))
+            pending.append((q.ENDS[kind], q.FORWARD, None))
             return prefix + m.typed(raw[:1], new_body)
         if kind == 67 and raw[5] == 83:  # Close statement
             name = raw[6:-1].decode("utf-8", "surrogateescape")
             if name:
-                self.statements.pop(name, None)
-                self.synthetic(_CLOSE_COMPLETE)
+                self.pending.append(
+                    (q.NEVER, q.SYNTHETIC, q.Closed(name, self.statements.pop(name, None)))
+                )
                 return b""
             self.unnamed = server.unnamed = None
         elif kind == 81:  # Query
             query = decode_frontend(frame)
             assert isinstance(query, m.Query)
             self.effects(server, query.sql)
-            server.unnamed = None
-        ends = _ENDS.get(kind)
+            self.unnamed = server.unnamed = None  # a simple Query destroys the unnamed statement
+        ends = q.ENDS.get(kind)
         if ends is not None:
-            pending.append((ends, _FORWARD, None))
+            pending.append((ends, q.FORWARD, None))
         elif kind not in (72, 100, 99, 102):  # Flush, CopyData, CopyDone, CopyFail
             raise PgProtocolError(f"unexpected {chr(kind)!r} message from the client")
         return raw
@@ -226,43 +216,67 @@ class _Client:
         key = (message.sql, message.param_types)
         self.effects(server, message.sql)
         if not message.name:
-            self.unnamed = server.unnamed = key
-            self.pending.append((_ENDS[80], _FORWARD, None))
+            previous, self.unnamed = self.unnamed, key
+            server.unnamed = key
+            self.pending.append((q.ENDS[80], q.UNNAMED, previous))
             return message.encode()
         self.statements[message.name] = key
-        known = server.statements.get(key)
-        if known is not None:
-            self.pool.parse_saved += 1
-            self.synthetic(_PARSE_COMPLETE)
+        known = server.statements.get(key) if self.keep else None
+        if known is not None and self.txn_status != "E" and self.settled():
+            self.pool.parse_saved += 1  # the answer PostgreSQL would give, without asking it
+            self.pending.append((q.NEVER, q.SYNTHETIC, q.Parsed(message.name, key)))
             return b""
+        if known is not None or not self.keep:
+            # Prepared unnamed: for this transaction only (prepared_statements=False), or so
+            # that the server answers (an aborted transaction refuses even a Parse).
+            server.unnamed = key
+            self.pool.parse_forwarded += 1
+            self.pending.append((q.ENDS[80], q.UNNAMED_AS, q.Parsed(message.name, key)))
+            return m.Parse("", message.sql, message.param_types).encode()
         self.pool.parse_forwarded += 1
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_FORWARD, known))
+        self.pending.append((q.ENDS[80], q.PARSE_FORWARD, q.Parsed(message.name, key, known)))
         return m.Parse(known.name, message.sql, message.param_types).encode()
 
     def ensure(self, server: PooledServer, name: str) -> tuple[bytes, str] | None:
         """(a Parse to inject first or b"", the server's name) for client statement ``name``."""
         if not name:
-            if self.unnamed is None or server.unnamed == self.unnamed:
+            if self.unnamed is None:  # the client has none; the server may hold one of ours
+                if server.unnamed is None:
+                    return b"", ""
+                server.unnamed = None
+                self.pending.append((q.ENDS[67], q.DROP, None))
+                return m.Close("S", "").encode(), ""
+            if server.unnamed == self.unnamed:
                 return b"", ""
             server.unnamed = unnamed = self.unnamed
-            self.pending.append((_ENDS[80], _DROP, None))
+            self.pending.append((q.ENDS[80], q.UNNAMED_DROP, None))
             return m.Parse("", unnamed[0], unnamed[1]).encode(), ""
         key = self.statements.get(name)
         if key is None:
             return None
         self.effects(server, key[0])
+        if not self.keep:
+            if server.unnamed == key:
+                return b"", ""
+            server.unnamed = key
+            self.pending.append((q.ENDS[80], q.UNNAMED_DROP, None))
+            return m.Parse("", key[0], key[1]).encode(), ""
         known = server.statements.get(key)
         if known is not None:
             return b"", known.name
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
-        self.pending.append((_ENDS[80], _PARSE_DROP, known))
+        self.pending.append((q.ENDS[80], q.PARSE_DROP, known))
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
+
+    def settled(self) -> bool:
+        """Nothing sent is still unanswered: ``txn_status`` is the server's current one."""
+        return all(entry[1] == q.SYNTHETIC for entry in self.pending)
 
     def synthetic(self, data: bytes) -> None:
         """Queue a locally made answer; it goes out once every answer before it has (merged
         into the same write as the server's next answers when there are any)."""
-        self.pending.append((_NEVER, _SYNTHETIC, data))
+        self.pending.append((q.NEVER, q.SYNTHETIC, data))
 
     def effects(self, server: PooledServer, sql: str) -> None:
         found = analyze(sql)
@@ -321,6 +335,8 @@ class _Client:
 
     def hang_up(self) -> None:
         self.gone = True
+        if self.state is not ClientState.CL_CLOSED:
+            self.move(Event.CLOSE)
         self.writer.close()
 
     def answers(self, server: PooledServer, out: list[bytes]) -> bool:
@@ -331,10 +347,10 @@ class _Client:
         pending = self.pending
         parser = server.parser
         while True:
-            if pending and pending[0][1] == _SYNTHETIC:
+            if pending and pending[0][1] == q.SYNTHETIC:
                 out.extend(self.leading_synthetic())
             entry = pending[0] if pending else None
-            passed, frame = parser.scan(_STOPS[entry[0]] if entry is not None else _STOP_IDLE)
+            passed, frame = parser.scan(q.STOPS[entry[0]] if entry is not None else q.STOP_IDLE)
             if passed:
                 out.append(passed)
             if frame is None:
@@ -343,14 +359,16 @@ class _Client:
             if entry is not None and kind in entry[0]:
                 pending.popleft()
                 action, data = entry[1], entry[2]
+                if isinstance(data, q.Parsed):
+                    data = data.statement
                 if isinstance(data, ServerStatement):
                     data.ready = True
-                if action in (_FORWARD, _PARSE_FORWARD):
+                if action in q.FORWARDED:
                     out.append(raw)
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
                 continue
-            if kind == 69 and entry is not None and entry[0] is not _ENDS_Z:  # ErrorResponse
+            if kind == 69 and entry is not None and entry[0] is not q.ENDS_Z:  # ErrorResponse
                 self.skip_to_sync(server)
             elif kind == 83:  # ParameterStatus
                 status = decode_backend(frame)
@@ -362,6 +380,8 @@ class _Client:
     def ready(self, server: PooledServer, txn_status: str) -> None:
         self.txn_status = txn_status
         self.boundary = txn_status == "I" and not self.pending
+        if self.boundary and not self.keep:
+            server.unnamed = None  # the next transaction may run on another backend
         if (
             self.boundary
             and server.parameters != server.baseline
@@ -370,10 +390,24 @@ class _Client:
             self.pin(server, "parameter_status")
 
     def skip_to_sync(self, server: PooledServer) -> None:
-        """After an error the server ignores messages up to Sync; so do their entries."""
-        pending = self.pending
-        while pending and pending[0][0] is not _ENDS_Z:
-            statement = pending.popleft()[2]
+        """After an error the server ignores messages up to Sync: drop their entries and undo,
+        newest first, what routing them assumed (the first one is the message that failed)."""
+        pending, skipped = self.pending, []
+        while pending and pending[0][0] is not q.ENDS_SYNC:
+            skipped.append(pending.popleft())
+        for index in range(len(skipped) - 1, -1, -1):
+            _, action, statement = skipped[index]
+            if isinstance(statement, q.Parsed):  # PostgreSQL has no such statement after all
+                if self.statements.get(statement.name) == statement.key:
+                    del self.statements[statement.name]
+                statement = statement.statement
+            elif isinstance(statement, q.Closed) and statement.key is not None:
+                self.statements[statement.name] = statement.key  # the Close never ran
+            if action in (q.UNNAMED, q.UNNAMED_AS, q.UNNAMED_DROP):
+                server.unnamed = None  # failed or skipped: its content is unknown now
+                if action == q.UNNAMED:  # a failed Parse drops the old one, a skipped one not
+                    kept = index and isinstance(statement, tuple)
+                    self.unnamed = statement if kept else None  # type: ignore[assignment]
             if (
                 isinstance(statement, ServerStatement)
                 and server.statements.get(statement.key) is statement
@@ -386,25 +420,21 @@ class _Client:
     def finish(self) -> None:
         """Give the server connection back (or discard it). Synchronous: cannot be cancelled."""
         task, server = self.task, self.server
+        pinned = self.state is ClientState.CL_PINNED
         self.gone = True
+        if self.state is not ClientState.CL_CLOSED:
+            self.move(Event.CLOSE)
         if task is not None:
             task.cancel()
         if server is None:
             return
         self.server = self.task = None
         if self.pending:
+            self.pool.cancel_soon(server)  # stop what it runs, then drop the connection
             self.pool.discard(server, "client_gone_mid_request")
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(_cancel_quietly(self.pool, server))
         else:  # between messages: a reset (with ROLLBACK unless at a transaction's end) suffices
-            pinned = self.state is ClientState.CL_PINNED
             status = self.txn_status if self.boundary or self.txn_status != "I" else "T"
             self.pool.release(server, dirty=pinned, txn_status=status)
-
-
-async def _cancel_quietly(pool: Pool, server: PooledServer) -> None:
-    with contextlib.suppress(Exception):
-        await pool.cancel(server)
 
 
 async def serve_client(

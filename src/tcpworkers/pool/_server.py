@@ -81,7 +81,9 @@ def looks_dead(server: PooledServer) -> bool:
     """Bytes or EOF arrived while nobody was talking to it: PostgreSQL sends FATAL then closes
     (admin shutdown, pg_terminate_backend, idle_session_timeout). Reads StreamReader's buffer."""
     reader, writer = server.link.reader, server.link.writer
-    return writer.is_closing() or reader.at_eof() or bool(getattr(reader, "_buffer", b""))
+    if writer.is_closing() or reader.at_eof() or server.parser.buffered:
+        return True
+    return bool(getattr(reader, "_buffer", b""))
 
 
 async def run_queries(server: PooledServer, queries: list[str]) -> None:

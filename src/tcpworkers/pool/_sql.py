@@ -10,10 +10,10 @@ SQL text (simple-protocol queries and Parse'd statements alike) and names what i
   every setting already has its session default, so RESET changes nothing (and asyncpg's pool
   sends RESET ALL on every release, which must not pin).
 - ``set_config``: ``set_config(name, value, is_local)`` unless ``is_local`` is literally ``true``.
-- ``listen``, ``temp`` (CREATE TEMP ..., SELECT ... INTO TEMP, anything naming ``pg_temp``),
-  ``prepare`` (SQL-level PREPARE), ``advisory_lock`` (the session variants; the ``_xact_`` ones
-  end with the transaction), ``with_hold`` (DECLARE ... WITH HOLD), ``load`` (LOAD a library),
-  ``do`` (an anonymous code block can do any of these unseen).
+- ``listen``, ``temp`` (CREATE TEMP ... unless ON COMMIT DROP, SELECT ... INTO TEMP, anything
+  naming ``pg_temp``), ``prepare`` (SQL-level PREPARE), ``advisory_lock`` (the session variants;
+  the ``_xact_`` ones end with the transaction), ``with_hold`` (DECLARE ... WITH HOLD), ``load``
+  (LOAD a library), ``do`` (an anonymous code block can do any of these unseen).
 - ``unparsed``: text this scanner cannot follow (an unterminated string or comment).
 
 Conservative by design: when unsure, pin. Server functions that change session state internally
@@ -179,6 +179,12 @@ def _set_config_is_local(statement: list[tuple[str, str]], start: int) -> bool:
     return len(args) == 3 and args[2] == [("word", "true")]
 
 
+def _on_commit_drop(words: list[str]) -> bool:
+    """CREATE TEMP TABLE ... ON COMMIT DROP: gone when its transaction ends (at once outside
+    a transaction block), so it does not outlive it."""
+    return any(words[i : i + 3] == ["on", "commit", "drop"] for i in range(len(words) - 2))
+
+
 def _with_hold(words: list[str]) -> bool:
     head = words[: words.index("for")] if "for" in words else words
     return any(w == "with" and n == "hold" for w, n in itertools.pairwise(head))
@@ -199,7 +205,7 @@ def _statement_pins(statement: list[tuple[str, str]]) -> tuple[list[str], bool]:
         pins.append("with_hold")
     elif first == "create":
         head = words[: next((i for i, w in enumerate(words) if w in _TEMP_OBJECTS), len(words))]
-        if "temp" in head or "temporary" in head:
+        if ("temp" in head or "temporary" in head) and not _on_commit_drop(words):
             pins.append("temp")
     if "pg_temp" in words and "temp" not in pins:  # objects created in the temporary schema
         pins.append("temp")

@@ -15,6 +15,7 @@ from tcpworkers.errors import (
     BodyTooLargeError,
     BodyUsedError,
     ClientDisconnectedError,
+    ConfigError,
     WorkerLoadError,
 )
 from tcpworkers.http._body import DEFAULT_MAX_BODY_SIZE
@@ -22,9 +23,24 @@ from tcpworkers.http._headers import Headers
 from tcpworkers.http._request import Request
 from tcpworkers.http._response import Response
 from tcpworkers.runtime._app import CLIENT_CLOSED_REQUEST, WorkerApp
+from tcpworkers.runtime._check import check
+from tcpworkers.runtime._config import (
+    CONFIG_FILENAME,
+    DEFAULT_METRICS_PATH,
+    DEFAULT_PORT,
+    BindingConfig,
+    Config,
+    Overrides,
+    ServerSettings,
+    display_path,
+    load_config,
+)
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._entrypoint import WorkerEntrypoint
 from tcpworkers.runtime._env import Binding, Env
+from tcpworkers.runtime._factory import launch_environ
+from tcpworkers.runtime._scaffold import init_project
+from tcpworkers.runtime._server import serve
 from tcpworkers.runtime._settings import (
     Limits,
     Mode,
@@ -71,7 +87,19 @@ __all__ = [
     "RequestRecord",
     "RuntimeSettings",
     "VarValue",
-    # -- configuration, CLI, serving, metrics and logging (R2) ------------------------------
-    # Names from the config/serving modules are added here when they land, e.g.
-    # "load_config", "serve", "MetricsObserver", "LogObserver".
+    # configuration (tcpworkers.toml + flags) and serving: what the CLI calls
+    "BindingConfig",
+    "CONFIG_FILENAME",
+    "Config",
+    "ConfigError",
+    "DEFAULT_METRICS_PATH",
+    "DEFAULT_PORT",
+    "Overrides",
+    "ServerSettings",
+    "check",
+    "display_path",
+    "init_project",
+    "launch_environ",
+    "load_config",
+    "serve",
 ]

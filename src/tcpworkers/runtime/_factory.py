@@ -15,11 +15,11 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
-from tcpworkers.config import Config, Overrides, load_config
 from tcpworkers.drivers._loop import gate_every_new_loop
 from tcpworkers.egress import set_default_policy
 from tcpworkers.errors import ConfigError, WorkerLoadError
 from tcpworkers.runtime._app import WorkerApp
+from tcpworkers.runtime._config import Config, Overrides, load_config
 from tcpworkers.runtime._devloop import load_error_app, reload_changed, reload_message
 from tcpworkers.runtime._logging import LOGGER, AccessLog, redact, set_secrets
 from tcpworkers.runtime._metrics import ASGIApp, Metrics, MetricsEndpoint

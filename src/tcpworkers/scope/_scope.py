@@ -24,6 +24,7 @@ depend on this package, never on the runtime.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Final, Protocol, final
@@ -47,6 +48,8 @@ DEFAULT_SLOT_TIMEOUT: Final = 30.0
 HISTORY_SIZE: Final = 32
 # At scope end, how long leftover connections may take to flush and close before being aborted.
 CLEANUP_GRACE: Final = 1.0
+
+logger = logging.getLogger("tcpworkers.scope")
 
 
 class ScopedResource(Protocol):
@@ -246,6 +249,7 @@ class RequestScope:
         if not leftovers:
             return
         self.stats.closed_at_end += len(leftovers)
+        self._warn_driver_leftovers(leftovers)
         closing = [asyncio.ensure_future(resource.close()) for resource in leftovers]
         done, pending = await asyncio.wait(closing, timeout=CLEANUP_GRACE)
         for task in pending:
@@ -258,6 +262,26 @@ class RequestScope:
                 self.release(resource)
         if pending:
             await asyncio.wait(pending)
+
+    def _warn_driver_leftovers(self, leftovers: list[ScopedResource]) -> None:
+        # A connect() socket left to the scope is normal (Response(sock.readable) streams it
+        # until the end); a driver connection left open is usually one kept at module level,
+        # which the next request would find closed: say so once, naming each.
+        drivers = [r for r in leftovers if getattr(r, "opened_by_driver", False)]
+        if not drivers:
+            return
+        logger.warning(
+            "%s left %d driver connection%s open: %s. %s closed at the end of the request, "
+            "because connections belong to the request that opened them: a connection or pool "
+            "kept at module level finds them closed in the next request. To reuse database "
+            "connections across requests, connect through the pool binding "
+            "(env.DB.connection_string); otherwise close them before the request ends",
+            self.label,
+            len(drivers),
+            "s" * (len(drivers) > 1),
+            "; ".join(r.describe() for r in drivers),
+            "They were" if len(drivers) > 1 else "It was",
+        )
 
     def _take(self, resource: ScopedResource) -> None:
         self._open[resource] = None
@@ -274,7 +298,11 @@ class RequestScope:
             self.release(resource)
             raise ScopeClosedError(
                 f"{resource.describe()}: {self.label} has ended, so it cannot open connections; "
-                "work that outlives the response belongs in ctx.wait_until()"
+                "this attempt comes from a task that request started and that is still running "
+                "(a background task, or a connection pool kept at module level refilling "
+                "itself). Work for that request belongs in ctx.wait_until(); to share database "
+                "connections across requests, connect through the pool binding "
+                "(env.DB.connection_string) instead of a module-level pool"
             )
 
     def _limit_error(self, resource: ScopedResource) -> SocketLimitError:

@@ -1,0 +1,85 @@
+"""The relay's ``pending`` queue: what each message sent upstream is answered with.
+
+An entry is (the message types that complete it, what to do with that completion, data). Every
+message the server answers with a completion gets one, in the order sent; ReadyForQuery
+completes a Sync, a Query or a FunctionCall; an ErrorResponse in the extended protocol makes the
+server skip to Sync (Query messages included), and the skipped entries go with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from ._server import ServerStatement, StatementKey
+
+__all__ = [
+    "Closed",
+    "Parsed",
+    "DROP",
+    "ENDS",
+    "ENDS_SYNC",
+    "ENDS_Z",
+    "FORWARD",
+    "FORWARDED",
+    "NEVER",
+    "PARSE_DROP",
+    "PARSE_FORWARD",
+    "STOPS",
+    "STOP_IDLE",
+    "SYNTHETIC",
+    "UNNAMED",
+    "UNNAMED_AS",
+    "UNNAMED_DROP",
+    "Entry",
+]
+
+ENDS_Z: Final = frozenset(b"Z")  # a Query or a FunctionCall
+ENDS_SYNC: Final = frozenset(b"Z")  # a Sync: equal to ENDS_Z, told apart by identity
+NEVER: Final[frozenset[int]] = frozenset()
+ENDS: Final = {
+    ord("P"): frozenset(b"1"),
+    ord("B"): frozenset(b"2"),
+    ord("C"): frozenset(b"3"),
+    ord("D"): frozenset(b"Tn"),
+    ord("E"): frozenset(b"CIs"),
+    ord("S"): ENDS_SYNC,
+    ord("Q"): ENDS_Z,
+    ord("F"): ENDS_Z,
+}
+# What the server task must look at: the front entry's completions, errors, ParameterStatus.
+STOP_IDLE: Final = frozenset(b"ES")
+STOPS: Final = {ends: ends | STOP_IDLE for ends in {*ENDS.values(), NEVER}}
+# Actions: forward the completion; drop it (the pooler sent the message); emit
+# synthetic bytes when the entry reaches the front; a Parse whose ParseComplete marks a server
+# statement ready (forwarded or dropped).
+FORWARD, DROP, SYNTHETIC, PARSE_FORWARD, PARSE_DROP = range(5)
+# Parses into the server's unnamed statement: the client's own (forwarded), a named one of the
+# client's prepared unnamed (prepared_statements=False; forwarded), one the pooler injects
+# (dropped). When such a Parse fails or is skipped, what the unnamed statement holds is unknown.
+UNNAMED, UNNAMED_AS, UNNAMED_DROP = range(5, 8)
+FORWARDED = frozenset({FORWARD, PARSE_FORWARD, UNNAMED, UNNAMED_AS})
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A client's Close of a statement, answered here: if the server skips it (an error came
+    first), the name still means what it meant."""
+
+    name: str
+    key: StatementKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A client's Parse of a named statement (forwarded, or answered here when ``statement`` is
+    None and the entry is synthetic): if the server fails or skips it, the name is forgotten."""
+
+    name: str
+    key: StatementKey
+    statement: ServerStatement | None = None
+
+
+# data: the statement a Parse prepares, synthetic bytes, a Close answered here, or (UNNAMED) the
+# client's unnamed statement before the Parse, to restore if the server skips it.
+Entry = tuple[frozenset[int], int, ServerStatement | bytes | Closed | Parsed | StatementKey | None]
