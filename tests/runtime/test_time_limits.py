@@ -104,6 +104,7 @@ async def test_wait_until_work_that_finishes_is_not_reported(
     assert warnings_about(caplog, "wait_until") == []
 
 
+@pytest.mark.slow  # 200 requests, each held until its wait_until_time
 async def test_many_lingering_requests_are_all_reclaimed() -> None:
     recorder = Recorder()
     settings = limits(wait_until_time=0.2)
