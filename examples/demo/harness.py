@@ -60,12 +60,17 @@ def run_demo(
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
     stop_signal: signal.Signals = signal.SIGINT,
+    as_background_job: bool = False,
 ) -> Iterator[RunningDemo]:
     """Start ``launch.py`` with ``args``; yield once it printed where to open it; stop it with
     ``stop_signal`` (Ctrl-C by default) and wait for it on exit. Raises ``RuntimeError`` with its
-    output if it never got there."""
+    output if it never got there. ``as_background_job`` starts it with SIGINT ignored, as a
+    shell does for ``scripts/demo &``."""
+    argv = [sys.executable, str(HERE / "launch.py"), *args]
+    if as_background_job:
+        argv = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', *argv]
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "launch.py"), *args],
+        argv,
         env=dict(env if env is not None else os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -115,8 +115,10 @@ def run_server(argv: list[str], database_url: str) -> int:
     )
 
     def forward(signum: int, _frame: object) -> None:
+        # SIGTERM whatever we got: a child started from a background job inherits an ignored
+        # SIGINT, and the server shuts down gracefully on SIGTERM either way.
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)

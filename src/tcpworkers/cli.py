@@ -20,12 +20,15 @@ from tcpworkers.runtime import (
     CONFIG_FILENAME,
     DEFAULT_METRICS_PATH,
     DEFAULT_PORT,
+    MAX_PORT,
     ConfigError,
     Mode,
     Overrides,
     check,
     display_path,
+    display_worker,
     init_project,
+    is_port,
     launch_environ,
     load_config,
     serve,
@@ -72,8 +75,8 @@ def _port(text: str) -> int:
         port = int(text)
     except ValueError:
         port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    if not is_port(port, allow_zero=True):
+        raise argparse.ArgumentTypeError(f"expected a port number 0-{MAX_PORT}, got {text!r}")
     return port
 
 
@@ -259,7 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return check(config, args.worker)
     return serve(
-        config, args.worker or config.worker, environ=_launch_environ(mode, args, overrides)
+        config,
+        args.worker or display_worker(config.worker),
+        environ=_launch_environ(mode, args, overrides),
     )
 
 

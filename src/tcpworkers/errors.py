@@ -47,6 +47,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamServerError",
+    "UnmanagedSocketError",
 ]
 
 
@@ -284,3 +285,11 @@ class LocalPostgresError(TcpworkersError):
 
     The message says which step failed, quotes the server's log, and what to do.
     """
+
+
+# -- drivers through the gate (issue 11) --------------------------------------------------------
+
+
+class UnmanagedSocketError(ConnectNotAllowedError):
+    """Inside a request, a driver waited on a network socket it opened itself (libpq under
+    psycopg 3), which the gate cannot check, count or close: use the pool binding instead."""

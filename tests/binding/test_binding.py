@@ -42,6 +42,7 @@ async def test_fields_like_hyperdrive(db: PostgresBinding, scram_postgres: PgSer
     assert db.port == 5432
     assert db.connection_string.startswith(f"postgresql://{db.user}:{db.password}@/")
     assert f"host={db.host}&port=5432" in db.connection_string
+    assert db.connectionString == db.connection_string  # Cloudflare's spelling
     info = await asyncio.to_thread(os.stat, db.host)
     assert stat.S_IMODE(info.st_mode) == 0o700  # only the runtime's user can reach the socket
     assert stat.S_ISSOCK((await asyncio.to_thread(os.stat, db.socket_path)).st_mode)

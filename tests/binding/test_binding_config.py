@@ -7,6 +7,8 @@ import pytest
 from tcpworkers.errors import ConfigError
 from tcpworkers.runtime._pgbinding import parse_postgres_options
 
+pytestmark = pytest.mark.unit
+
 URL = "postgresql://app@db.internal:5432/app"
 
 

@@ -145,3 +145,33 @@ async def test_postgres_restarted_under_load() -> None:
     assert failures, "requests during the outage should fail"
     assert any("DB" in f or "server" in f for f in failures), failures[:3]
     assert any(t > up and o == "ok" for t, o in outcomes), "no success after the restart"
+
+
+async def test_starts_while_the_database_is_down_and_recovers() -> None:
+    from tcpworkers.localpg._proc import free_port
+
+    parent = tempfile.mkdtemp(prefix="tcpworkers-late-")
+    os.chmod(parent, 0o755)
+    port = free_port("127.0.0.1")
+    pg = LocalPostgres(os.path.join(parent, "data"), port=port, password="pb-late-secret")
+    dsn = f"postgresql://{pg.user}:pb-late-secret@127.0.0.1:{port}/{pg.database}"
+    try:
+        # Nothing listens yet: the runtime must still start (and say why clients fail).
+        async with started(dsn, min_size=1, max_size=2, acquire_timeout=2) as binding:
+            with pytest.raises(asyncpg.PostgresError, match="pool binding 'DB'"):
+                await select_twice(binding)
+            await pg.start_async()
+            answer = None
+            for _ in range(200):  # the background start retries, 0.5 s doubling
+                try:
+                    answer = await select_twice(binding)
+                    break
+                except asyncpg.PostgresError:
+                    await asyncio.sleep(0.1)
+            assert answer == [1, 2]
+            stats = binding.stats()
+            assert stats is not None
+            assert stats.idle + stats.active >= 1
+    finally:
+        await pg.stop_async()
+        shutil.rmtree(parent, ignore_errors=True)

@@ -124,8 +124,14 @@ def test_a_second_start_reuses_the_database_in_under_3_seconds(
     other.mkdir()
     other.chmod(0o755)
     for attempt in ("first", "second"):
+        # The second run starts as `scripts/demo &` does: SIGINT ignored (its children too).
+        background = attempt == "second"
         with (
-            harness.run_demo(env=demo_env(other)) as running,
+            harness.run_demo(
+                ["--port", "0"],  # with the reloader, as scripts/demo runs by default
+                env=demo_env(other),
+                as_background_job=background,
+            ) as running,
             httpx.Client(base_url=running.url, timeout=20) as http,
         ):
             assert http.get("/api/entries").status_code == 200
@@ -136,6 +142,8 @@ def test_a_second_start_reuses_the_database_in_under_3_seconds(
             assert float(ready.group(1)) < 3.0, running.text()
     assert (other / "pg18" / "PG_VERSION").exists() or any(other.glob("pg*/PG_VERSION"))
     assert not any(other.glob("pg*/postmaster.pid"))  # stopped with the demo
+    assert running.process.returncode == 0, running.text()
+    assert running.text().rstrip().endswith("demo: stopped")
 
 
 def test_database_url_replaces_the_embedded_database_under_serve(

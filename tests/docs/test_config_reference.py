@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tcpworkers.egress import _policy
+from tcpworkers.egress import _rules
 from tcpworkers.runtime import _config as config_module
+from tcpworkers.runtime import _pgbinding
 from tcpworkers.runtime._config import Config, load_config
 from tcpworkers.runtime._config_schema import SCHEMA, render_markdown, section_keys
 
@@ -62,6 +63,14 @@ READ: dict[str, Callable[[Config], object]] = {
     "server.log_format": lambda c: c.server.log_format,
     "server.shutdown_timeout": lambda c: c.server.shutdown_timeout,
     "bindings.NAME.type": lambda c: None,
+    # The postgres binding's keys are checked against runtime/_pgbinding.py below.
+}
+BINDING_KEYS_WITH_DEFAULTS = {
+    "min_size",
+    "max_size",
+    "idle_timeout",
+    "max_lifetime",
+    "acquire_timeout",
 }
 
 
@@ -73,13 +82,17 @@ def _load(tmp_path: Path, mode: str, text: str) -> Config:
 
 
 def _full_file() -> str:
-    """A file that sets every key of the schema to its example value."""
+    """A file that sets every key of the schema to its example value (for a binding: ``url``,
+    not the secret-based alternatives, which test_the_postgres_binding_keys_match_the_binding
+    covers)."""
     lines: list[str] = []
     for section in SCHEMA:
         table = section.table.replace("NAME", "EXAMPLE")
         if table:
             lines.append(f"[{table}]")
         for key in section.keys:
+            if key.name in ("url_secret", "password_secret"):
+                continue
             name = key.name.replace("NAME", "EXAMPLE_" + table.split(".")[0].upper())
             lines.append(f"{name} = {key.example}")
         lines.append("")
@@ -91,6 +104,8 @@ def test_every_default_matches_the_loader(tmp_path: Path, mode: str) -> None:
     loaded = _load(tmp_path, mode, "")
     for section in SCHEMA:
         for key in section.keys:
+            if key.key.startswith("bindings.NAME.") and key.name != "type":
+                continue  # test_the_postgres_binding_keys_match_the_binding
             assert key.key in READ, f"no reader for {key.key}: add one to READ"
             documented = key.dev if mode == "dev" else key.serve
             assert documented == _toml(READ[key.key](loaded)), f"{mode}: {key.key}"
@@ -111,7 +126,7 @@ def test_the_loader_knows_exactly_the_documented_keys() -> None:
     }
     assert set(config_module._LIMITS_KEYS) == set(section_keys("limits"))
     assert set(config_module._SERVER_KEYS) == set(section_keys("server"))
-    assert set(_policy._CONFIG_KEYS) == {"preset", *section_keys("egress")}
+    assert set(_rules.CONFIG_KEYS) == {"preset", *section_keys("egress")}
 
 
 def test_an_unknown_key_is_refused_so_the_reference_is_complete(tmp_path: Path) -> None:
@@ -130,3 +145,29 @@ def test_the_rendered_reference_lists_every_key() -> None:
 def test_the_docs_page_includes_the_generated_reference() -> None:
     page = Path(__file__).parents[2] / "docs" / "runtime.md"
     assert "<!-- config-reference -->" in page.read_text()
+
+
+def test_the_postgres_binding_keys_match_the_binding() -> None:
+    keys = {k.name: k for k in next(s for s in SCHEMA if s.table == "bindings.NAME").keys}
+    assert set(keys) == {"type", *_pgbinding.POSTGRES_KEYS}
+    for name in _pgbinding.POSTGRES_KEYS:
+        key = keys[name]
+        expected = _pgbinding._DEFAULTS.get(name)
+        assert key.dev == key.serve
+        if expected is None:
+            assert key.dev is None, name
+        else:
+            assert key.dev == repr(expected), name
+    # Every example is accepted by the binding's own validation.
+    url = tomllib.loads(f"v = {keys['url'].example}")["v"]
+    examples = {n: tomllib.loads(f"v = {keys[n].example}")["v"] for n in BINDING_KEYS_WITH_DEFAULTS}
+    options = _pgbinding.parse_postgres_options("DB", {"url": url, **examples}, {}, label="t")
+    assert options.max_size == examples["max_size"]
+    by_secret = _pgbinding.parse_postgres_options(
+        "DB", {"url_secret": "DATABASE_URL"}, {"DATABASE_URL": url}, label="t"
+    )
+    assert by_secret.upstream.host == "127.0.0.1"
+    with_password = _pgbinding.parse_postgres_options(
+        "DB", {"url": url, "password_secret": "DB_PASSWORD"}, {"DB_PASSWORD": "pw"}, label="t"
+    )
+    assert with_password.upstream.password == "pw"

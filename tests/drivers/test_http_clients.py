@@ -89,7 +89,8 @@ async def test_aiohttp_session_left_open_is_closed_at_scope_end(ca: TestCA, tls:
             for _ in range(3):  # keep-alive: one connection, three requests
                 async with session.get(server.url, ssl=client_tls) as response:
                     assert await response.text() == "ok"
-            assert len(scope.open_resources) == 1
+            (resource,) = scope.open_resources
+            assert "127.0.0.1:" in resource.describe()  # the peer aiohttp's own socket reached
         assert scope.stats.sockets_opened == 1
         assert scope.stats.closed_at_end == 1
         assert scope.stats.bytes_in > 0
@@ -120,7 +121,9 @@ async def test_aiohttp_to_a_denied_host() -> None:
                     await session.get(server.url)
             assert _caused_by(info.value, EgressDeniedError)
         assert scope.stats.sockets_denied >= 1
-        assert server.requests == 0
+        # Refused before connecting (aiohttp's happy eyeballs uses loop.sock_connect, which
+        # the gate checks), so the server never saw a connection.
+        assert server.connections == []
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
@@ -158,3 +161,45 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+async def test_aiohttp_and_httpx_inside_a_served_worker(ca: TestCA) -> None:
+    """The same clients in a worker's fetch(), served over HTTP: each request's connections are
+    its own, counted in its record, and closed when it ends (the sessions are left open)."""
+    from tcpworkers import Response
+    from tcpworkers.runtime import RuntimeSettings
+    from tcpworkers.testing import serve_worker
+
+    from ..runtime.worker_helpers import Recorder
+
+    async with http_server(ca.server_context()) as server:
+        client_tls = ca.client_context()
+        sessions: list[aiohttp.ClientSession] = []
+        clients: list[httpx.AsyncClient] = []
+
+        async def fetch(request: object, env: object, ctx: object) -> Response:
+            session = aiohttp.ClientSession()  # never closed by the handler
+            async with session.get(server.url, ssl=client_tls) as first:
+                one = await first.text()
+            client = httpx.AsyncClient(verify=client_tls)  # never closed either
+            two = (await client.get(server.url)).text
+            sessions.append(session)
+            clients.append(client)
+            return Response(one + two)
+
+        recorder = Recorder()
+        async with serve_worker(fetch, RuntimeSettings(), observers=[recorder]) as worker:
+            for _ in range(2):
+                response = await worker.client.get("/")
+                assert response.text == "okok"
+            records = await recorder.wait_for(2)
+        for record in records:
+            assert record.stats.sockets_opened == 2
+            assert record.stats.closed_at_end == 2
+        await server.all_closed()  # all four connections ended with their requests
+        assert len(server.connections) == 4
+        for session in sessions:
+            await session.close()
+        for client in clients:
+            with contextlib.suppress(Exception):  # its pooled connection was closed under it
+                await client.aclose()

@@ -130,13 +130,19 @@ async def test_tls_verify_full_is_one_counted_connection(
         )
         ((_, version),) = await driver.query(conn, "SHOW SESSION STATUS LIKE 'Ssl_version'")
         assert version.startswith("TLSv1.")
-        assert len(scope.open_resources) == 1
+        # The upgrade (close the plain transport, re-connect a duplicate of the same socket
+        # with TLS) is the same connection to the gate: one slot, one count.
+        (resource,) = scope.open_resources
+        assert f"127.0.0.1:{mysql_server.port}" in resource.describe()
+        assert scope.stats.sockets_opened == 1
         await driver.close(conn)
         assert scope.open_resources == ()
         conn = await driver.connect(
             **login(mysql_server, "tcpw_tls"), ssl=mysql_server.client_tls()
         )
         assert await driver.query(conn, "SELECT 7") == [(7,)]
+    assert scope.stats.sockets_opened == 2
+    assert scope.stats.peak_open == 1
     assert scope.stats.closed_at_end == 1
     assert scope.stats.bytes_in > 0
     await wait_for_sessions(mysql_server, "tcpw_tls", 0)
@@ -181,7 +187,7 @@ async def test_ed25519_plugin_with_asyncmy(mysql_server: MySQLServer) -> None:
             conn = await driver.connect(**login(mysql_server, "tcpw_ed25519"), ssl=tls)
             assert await driver.query(conn, "SELECT CURRENT_USER()") == [("tcpw_ed25519@%",)]
             await driver.close(conn)
-    assert scope.open_resources == ()
+    assert scope.stats.sockets_opened == 2
 
 
 async def test_ed25519_plugin_is_not_in_aiomysql(mysql_server: MySQLServer) -> None:

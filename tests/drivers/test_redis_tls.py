@@ -1,5 +1,6 @@
-"""redis.asyncio over TLS (``rediss://``) through the gate, against a redis-server the session
-starts with ``--tls-port`` and a trustme certificate (``tcpworkers.testing.LocalRedis``).
+"""redis.asyncio over TLS (``rediss://``) and a Unix socket through the gate, against a
+redis-server the session starts with ``--tls-port`` and a trustme certificate
+(``tcpworkers.testing.LocalRedis``).
 
 redis-py opens TLS connections with ``asyncio.open_connection(ssl=...)``: the gate dials a
 permitted address and the base loop runs the handshake on it.
@@ -105,6 +106,25 @@ async def test_rediss_to_a_denied_host(redis_server: LocalRedis) -> None:
             redis_server.tls_url, ssl_ca_certs=redis_server.ca_file, retry=NO_RETRY
         )
         with pytest.raises(Exception, match="denied by the egress policy") as info:
+            await client.ping()
+        assert isinstance(info.value.__cause__ or info.value.__context__, EgressDeniedError)
+        await client.aclose()
+    assert scope.stats.sockets_denied == 1
+
+
+async def test_redis_over_a_unix_socket_follows_the_loopback_rule(redis_server: LocalRedis) -> None:
+    """A ``unix://`` URL is a destination like any other: loopback for the policy."""
+    url = f"unix://{redis_server.unix_socket}"
+    async with request_scope() as scope:
+        client = aioredis.from_url(url)
+        assert await client.ping()
+        (resource,) = scope.open_resources
+        assert f"unix:{redis_server.unix_socket}" in resource.describe()
+    assert scope.stats.closed_at_end == 1
+    await client.aclose()
+    async with request_scope(EgressPolicy.serve()) as scope:
+        client = aioredis.from_url(url, retry=NO_RETRY)
+        with pytest.raises(Exception, match="Unix sockets count as loopback") as info:
             await client.ping()
         assert isinstance(info.value.__cause__ or info.value.__context__, EgressDeniedError)
         await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -50,7 +51,12 @@ async def serve_binding(
     upstream_port: int = 5432,
     upstream_dsn: str | None = None,
 ) -> AsyncIterator[Binding]:
-    upstream = parse_dsn(upstream_dsn or UPSTREAM.replace(":5432/", f":{upstream_port}/"))
+    # A name of its own per binding, so a test that terminates "its" backends on the shared
+    # server (test_chaos) never hits another test's, or another worktree's.
+    own = UPSTREAM.replace(":5432/", f":{upstream_port}/").replace(
+        "pool-core-tests", f"pool-core-tests-{secrets.token_hex(4)}"
+    )
+    upstream = parse_dsn(upstream_dsn or own)
     pool = make_pool(settings, upstream, name)
     if start:
         await pool.start()

@@ -68,8 +68,8 @@ async def test_terminations_and_killed_clients_leak_nothing(seed: int) -> None:
                     if rng.random() < 0.5:
                         await direct.execute(
                             "select pg_terminate_backend(pid) from pg_stat_activity "
-                            "where application_name = 'pool-core-tests' "
-                            "order by random() limit 1"
+                            "where application_name = $1 order by random() limit 1",
+                            binding.upstream.application_name,
                         )
                     elif live:
                         rng.choice(live).terminate()

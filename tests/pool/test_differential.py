@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 
@@ -82,8 +84,9 @@ async def answers(client: RawClient, batch: list[m.Message]) -> list[str]:
         out.append(type(message).__name__)
 
 
-async def test_pooler_answers_like_postgres() -> None:
-    settings = PoolSettings(min_size=1, max_size=2, acquire_timeout=5)
+@pytest.mark.parametrize("keep", [True, False], ids=["prepared", "unnamed-only"])
+async def test_pooler_answers_like_postgres(keep: bool) -> None:
+    settings = PoolSettings(min_size=1, max_size=2, acquire_timeout=5, prepared_statements=keep)
     async with serve_binding(settings) as binding:
         for seed in range(40):
             rng = random.Random(seed)

@@ -113,15 +113,17 @@ async def test_client_killed_mid_query_cancels_and_discards() -> None:
         assert time.monotonic() - started < 5
         direct = await asyncpg.connect(DIRECT)
         try:  # the cancelled backend is not still sleeping
-            await eventually(lambda: _no_sleepers(direct), within=5)
+            name = binding.upstream.application_name or ""
+            await eventually(lambda: _no_sleepers(direct, name), within=5)
         finally:
             await direct.close()
 
 
-async def _no_sleepers(direct: asyncpg.Connection) -> bool:
+async def _no_sleepers(direct: asyncpg.Connection, application_name: str) -> bool:
     count = await direct.fetchval(
         "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' "
-        "and state = 'active'"
+        "and state = 'active' and application_name = $1",
+        application_name,
     )
     return bool(count == 0)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.pool._wire import BackendParser
 
-from .conftest import DATABASE, PASSWORD, USER, Binding, eventually, serve_binding
+from .conftest import DATABASE, DIRECT, PASSWORD, USER, Binding, eventually, serve_binding
 
 
 class RawClient:
@@ -251,3 +252,24 @@ async def test_an_injected_parse_skipped_after_an_error_is_injected_again(single
     finally:
         await c.close()
         await other.close()
+
+
+async def test_a_terminated_server_gives_the_client_one_fatal(single: Binding) -> None:
+    c = await RawClient.connect(single)
+    try:
+        await c.send(m.Query("BEGIN"))
+        c.writer.write(m.Query("select pg_backend_pid()").encode())
+        rows = [x for x in await c.until_ready() if isinstance(x, m.DataRow)]
+        pid = int(rows[0].values[0] or b"0")
+        direct = await asyncpg.connect(DIRECT)
+        try:
+            assert await direct.fetchval("select pg_terminate_backend($1)", pid)
+        finally:
+            await direct.close()
+        error = await c.next()
+        assert isinstance(error, m.ErrorResponse)
+        assert (error.get("S"), error.sqlstate) == ("FATAL", "57P01")
+        c.parser.feed(await c.reader.read())  # then the end of the stream, nothing else
+        assert c.parser.next_message() is None
+    finally:
+        c.writer.close()

@@ -138,8 +138,7 @@ def test_check_prints_a_summary(tmp_path: Path) -> None:
     config.write_text(
         '[vars]\nGREETING = "hi"\n[secrets]\nAPI_KEY = "CHECK_API_KEY"\n'
         '[egress]\nallow = ["10.0.0.0/8"]\n[limits]\nwall_time = 5\n'
-        '[bindings.DB]\ntype = "postgres"\nurl = "postgres://db/app"\n'
-    )
+    )  # bindings: check connects upstream; see tests/binding/test_cli.py
     result = run(
         "check", HELLO, "--config", str(config), "--var", "EXTRA=1",
         env={"CHECK_API_KEY": "value-never-printed"},
@@ -154,7 +153,7 @@ def test_check_prints_a_summary(tmp_path: Path) -> None:
         "limits:   max_sockets=6, slot_timeout=30s, wall_time=5s, wait_until_time=30s",
         "vars:     GREETING, EXTRA",
         "secrets:  API_KEY (from $CHECK_API_KEY)",
-        "bindings: DB (postgres)",
+        "bindings: none",
         "server:   http://127.0.0.1:8787, 1 process, metrics off, json logs",
         f"ok: {HELLO} is ready for tcpworkers serve (checked as `serve`; --mode dev checks it "
         "for tcpworkers dev)",
@@ -368,13 +367,18 @@ def test_create_app_with_a_broken_worker(
     assert "RuntimeError: this worker fails at import time" in caplog.text
 
 
-def test_bindings_are_parsed_but_not_served_yet(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_postgres_binding_becomes_env_db(tmp_path: Path) -> None:
+    from tcpworkers.pool._binding import PostgresBinding
+    from tcpworkers.runtime import WorkerApp
+
     config = tmp_path / "tcpworkers.toml"
-    config.write_text('[bindings.DB]\ntype = "postgres"\n')
-    build_app(load_config("dev", HELLO, config_path=config, environ={}))
-    assert (
-        "bindings.DB: postgres bindings are not served yet (the pool binding comes in a later "
-        "release); env.DB is not set"
-    ) in caplog.text
+    config.write_text(
+        '[server]\nmetrics = false\n[bindings.DB]\ntype = "postgres"\n'
+        'url = "postgresql://app@127.0.0.1:5432/app"\nmax_size = 3\n'
+    )
+    app = build_app(load_config("dev", HELLO, config_path=config, environ={}))
+    assert isinstance(app, WorkerApp)
+    binding = app.env.DB
+    assert isinstance(binding, PostgresBinding)  # started at lifespan startup, not here
+    assert binding.settings.max_size == 3
+    assert binding.upstream.address == "127.0.0.1:5432"

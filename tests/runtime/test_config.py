@@ -17,7 +17,6 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import TcpworkersError
 from tcpworkers.runtime._config import (
     DEFAULT_METRICS_PATH,
-    BindingConfig,
     Config,
     ConfigError,
     Overrides,
@@ -69,7 +68,7 @@ shutdown_timeout = 10
 [bindings.DB]
 type = "postgres"
 url = "postgres://app@db.internal:5432/app"
-pool = { max_size = 10 }
+max_size = 10
 """
 
 
@@ -166,13 +165,12 @@ def test_the_sample_file(project: Path) -> None:
         metrics_path="/metrics",
         shutdown_timeout=10.0,
     )
-    assert dict(config.bindings) == {
-        "DB": BindingConfig(
-            name="DB",
-            type="postgres",
-            options={"url": "postgres://app@db.internal:5432/app", "pool": {"max_size": 10}},
-        )
-    }
+    assert list(config.bindings) == ["DB"]
+    db = config.bindings["DB"]
+    assert (db.name, db.type) == ("DB", "postgres")
+    assert db.options == {"url": "postgres://app@db.internal:5432/app", "max_size": 10}
+    assert db.postgres is not None
+    assert (db.postgres.upstream.host, db.postgres.max_size) == ("db.internal", 10)
 
 
 def test_secrets_as_a_list_of_names(project: Path) -> None:

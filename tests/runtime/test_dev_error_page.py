@@ -36,8 +36,8 @@ async def test_the_page_shows_the_request_and_its_sockets() -> None:
     assert 'raise ValueError(f"gave up on' in body
     assert "ValueError: gave up on x" in body
     assert re.search(r"\d+ runtime frames? folded below", body)
-    assert "tcpworkers/runtime/_app.py" in body  # named once, in the folded line
-    assert '_app.py", line' not in body
+    assert "tcpworkers/runtime/_serve_fetch.py" in body  # named once, in the folded line
+    assert '_serve_fetch.py", line' not in body
     # The request, credentials hidden.
     assert f"GET {server.url}/orders?what=x" in body
     assert "authorization: [hidden]" in body

@@ -153,3 +153,20 @@ def test_html_page(tmp_path: Path) -> None:
     assert 'class="hl"' in body
     assert "raise RuntimeError" in body
     assert "<td>socket to 127.0.0.1:9 (tcp, open)</td>" in body
+
+
+def test_a_syntax_error_in_a_user_file_shows_its_line_not_the_import_machinery(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "broken_worker.py"
+    path.write_text("async def fetch(request, env, ctx:\n    pass\n")
+    spec = importlib.util.spec_from_file_location("broken_worker_devpage", path)
+    assert spec is not None
+    assert spec.loader is not None
+    with pytest.raises(SyntaxError) as info:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    text = format_folded(info.value)
+    assert "runtime frames folded below" in text
+    assert "broken_worker.py" in text
+    assert "SyntaxError" in text
+    assert 'importlib._bootstrap_external>", line' not in text

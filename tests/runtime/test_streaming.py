@@ -25,7 +25,7 @@ MAX_IN_FLIGHT = 24 * MIB
 
 def request_tasks() -> list[asyncio.Task[object]]:
     """Tasks that belong to a request: uvicorn's ASGI call, our receive pump, wait_until."""
-    names = ("run_asgi", "_Inbound._pump", "ExecutionContext._run")
+    names = ("run_asgi", "Inbound._pump", "ExecutionContext._run")
     return [
         task
         for task in asyncio.all_tasks()

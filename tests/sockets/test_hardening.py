@@ -65,7 +65,6 @@ def _dropped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- item 1: close() of a connecting socket with queued writes ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 1")
 async def test_close_while_connecting_flushes_queued_writes() -> None:
     async with EchoServer() as server:
         sock = connect(server.address)
@@ -77,7 +76,6 @@ async def test_close_while_connecting_flushes_queued_writes() -> None:
         assert conn.bytes_received == len(b"queued before open")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 1")
 async def test_close_while_connecting_reports_queued_bytes_lost_when_connect_fails(
     refused_address: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -93,7 +91,6 @@ async def test_close_while_connecting_reports_queued_bytes_lost_when_connect_fai
     assert f"127.0.0.1:{refused_address[1]}" in lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 1")
 async def test_close_while_connecting_waits_at_most_the_connect_timeout(
     blackhole: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,7 +120,6 @@ async def test_close_while_connecting_with_nothing_queued_aborts_at_once(
 # -- item 2: a reset while write() waits on backpressure ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 2")
 async def test_reset_during_a_blocked_write_raises_socket_broken_error_with_cause() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -200,7 +196,6 @@ async def test_localhost_names_follow_the_loopback_rules_of_the_policy() -> None
 # -- item 13: only bytes that left count as sent -----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 13")
 async def test_denied_connection_counts_no_bytes_sent() -> None:
     async with request_scope(NO_LOOPBACK) as scope:
         sock = connect("127.0.0.1:9")
@@ -212,7 +207,6 @@ async def test_denied_connection_counts_no_bytes_sent() -> None:
     assert scope.stats.bytes_out == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 13")
 async def test_refused_connection_counts_no_bytes_sent(refused_address: tuple[str, int]) -> None:
     async with request_scope() as scope:
         sock = connect(refused_address)

@@ -82,3 +82,15 @@ def test_a_bad_request_to_the_blast_server_gets_the_usage() -> None:
             sock.sendall(b"lots\n")
             reply = sock.makefile("rb").read()
         assert reply == b"send the number of MiB to receive and a newline, e.g. 16\n"
+
+
+def test_the_init_template_talks_to_the_echo_peer(tmp_path: Path) -> None:
+    from tests.runtime.cli_harness import run
+
+    assert run("init", str(tmp_path)).returncode == 0
+    with peers() as (_, lines):
+        port = int(lines[0].split(":")[1].split()[0])
+        with tcpworkers(
+            "dev", "--port", "0", "--no-reload", "--var", f"ECHO=127.0.0.1:{port}", cwd=tmp_path
+        ) as server:
+            assert httpx.get(server.url + "/tcp", timeout=10).text == "ping\n"

@@ -30,7 +30,9 @@ server connections, for example) run in ``tcpworkers.scope._trust.trusted_connec
 so the worker's policy never applies to them. Outside a request scope every other connection is
 decided by the process-wide default policy (in a served runtime, the configured one), so code
 that escapes its request (a fresh context, a thread) gets no more than a request would. The
-remaining entry points (``sock_connect``, UDP, listening) are in ``_entry.py``.
+remaining entry points (``sock_connect``, UDP, listening) are in ``_entry.py``; sockets drivers
+open without asyncio (libpq) in ``_unmanaged.py``; connections opened because of another one
+(query cancellation, the MySQL drivers' TLS re-connect) in ``_companions.py``.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from tcpworkers.drivers._companions import claim_slot, describe_peer, remember_socket, take_slot
 from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
+from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.errors import EgressDeniedError
@@ -178,7 +182,7 @@ class _BufferedProxy(_ProxyBase, asyncio.BufferedProtocol):
 _DIAL_OPTIONS = ("happy_eyeballs_delay", "interleave", "all_errors")
 
 
-class GateMixin(EntryPointsMixin):
+class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
     """Overrides the connection-opening methods of an event loop class (see module docstring)."""
 
     async def create_connection(  # type: ignore[no-untyped-def]
@@ -233,9 +237,9 @@ class GateMixin(EntryPointsMixin):
             )
         for option in _DIAL_OPTIONS:
             kwargs.pop(option, None)
-        where = format_hostport(str(host), int(port or 0)) if sock is None else "a given socket"
+        where = format_hostport(str(host), int(port or 0)) if sock is None else describe_peer(sock)
         conn = _TrackedConnection(scope, f"connection to {where} (driver)")
-        await scope.acquire(conn)
+        await claim_slot(scope, conn, sock)  # waits, or continues a re-connected socket's slot
         started = time.perf_counter()
         try:
             if ssl and server_hostname is None:
@@ -269,6 +273,7 @@ class GateMixin(EntryPointsMixin):
             raise
         finally:
             scope.record_connect(time.perf_counter() - started)
+        remember_socket(scope, transport.get_extra_info("socket"), conn)
         return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
@@ -307,7 +312,7 @@ class GateMixin(EntryPointsMixin):
             else f"connection to unix:{path} (driver)"
         )
         conn = _TrackedConnection(scope, description)
-        await scope.acquire(conn)
+        await take_slot(scope, conn)
         try:
             with trusted_connections():  # decided: the base loop's sock_connect must not re-gate
                 transport, protocol = await base.create_unix_connection(

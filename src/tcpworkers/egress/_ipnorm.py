@@ -36,6 +36,9 @@ import re
 from typing import Final, TypeAlias
 
 __all__ = [
+    "MAX_LABEL",
+    "MAX_NAME",
+    "ZONE_ID_RE",
     "Embedding",
     "IPAddress",
     "embedded_ipv4",
@@ -47,8 +50,10 @@ IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # RFC 1035 §2.3.4: a name is at most 253 characters in text form (255 octets on the wire), a label
 # at most 63 octets.
-_MAX_NAME: Final = 253
-_MAX_LABEL: Final = 63
+MAX_NAME: Final = 253
+MAX_LABEL: Final = 63
+_MAX_NAME: Final = MAX_NAME
+_MAX_LABEL: Final = MAX_LABEL
 
 # Letters, digits and hyphens (RFC 1123 §2.1), plus "_", which internal zones use in practice
 # (SRV-style and container names). Checked after lowercasing and IDNA encoding.
@@ -63,8 +68,11 @@ _DECIMAL_PART: Final = re.compile(r"[1-9][0-9]*")
 # was meant as an IPv4 address. (Octal is decimal digits, so it is covered.)
 _NUMERIC_LABEL: Final = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
-# An IPv6 zone id is an interface name or index (RFC 4007 §11); we only need it to be printable.
-_ZONE_RE: Final = re.compile(r"[!-~]+")
+# An IPv6 zone id is an interface name or index (RFC 4007 §11). One grammar for every layer
+# (connect()'s argument check uses it too): letters, digits, "_", "." and "-", as Linux
+# interface names and numeric indexes are, at most 64 characters.
+ZONE_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ZONE_RE: Final = ZONE_ID_RE
 
 
 class Embedding(enum.Enum):

@@ -1,5 +1,9 @@
 """The egress policy: may this worker open a TCP connection to this address and port?
 
+Size: over the ~450-line guideline on purpose: the numbered decision semantics below and the
+code that implements each of them stay in one file, to be read side by side; the rule types and
+their parsing (from strings and the ``[egress]`` table) are in ``_rules.py``.
+
 Pure code: no I/O, no DNS, no sockets, no asyncio. The gate resolves a name, hands every resolved
 ``(address, port)`` to :meth:`EgressPolicy.filter`, and connects only to what it permits.
 
@@ -41,17 +45,30 @@ metadata (link-local), ``0.0.0.0``, multicast, reserved ranges and SMTP on port 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeAlias, TypeVar, final
+from typing import Final, TypeVar, final
 
 from tcpworkers.egress._classes import AddressClass, classify, classify_range
 from tcpworkers.egress._ipnorm import Embedding, IPAddress, embedded_ipv4, normalize
 from tcpworkers.egress._localhost import is_localhost_name
+from tcpworkers.egress._ports import MAX_PORT, MIN_PORT, is_port
+from tcpworkers.egress._rules import (
+    _RULE_TYPES,
+    ClassRule,
+    HostPattern,
+    IPNetwork,
+    NetworkRule,
+    PortRange,
+    Rule,
+    _quote,
+    as_table,
+    config_ports,
+    config_rules,
+    parse_port_range,
+    parse_rule,
+)
 
 __all__ = [
     "SMTP_PORT",
@@ -66,225 +83,15 @@ __all__ = [
     "parse_rule",
 ]
 
-IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # SMTP submission between mail servers (RFC 5321, IANA port 25). Open relays and spam are the
 # abuse every hosting platform blocks by default; Cloudflare Workers' connect() refuses port 25.
 SMTP_PORT: Final = 25
-# TCP port numbers are 16 bits and port 0 is not a destination (RFC 9293 §3.1, IANA registry).
-_MIN_PORT: Final = 1
-_MAX_PORT: Final = 65535
+_MIN_PORT: Final = MIN_PORT
+_MAX_PORT: Final = MAX_PORT
 
 # The classes a host pattern may vouch for (semantics, rule 4).
 _NAME_ALLOW_CLASSES: Final = frozenset({AddressClass.PUBLIC, AddressClass.PRIVATE})
-
-_CLASS_WORDS: Final[Mapping[str, AddressClass]] = {
-    **{address_class.value: address_class for address_class in AddressClass},
-    "link_local": AddressClass.LINK_LOCAL,
-}
-_CLASS_LIST: Final = ", ".join(address_class.value for address_class in AddressClass)
-_RULE_KINDS: Final = f"CIDR, IP address, address class ({_CLASS_LIST}) or host pattern"
-_RULE_EXAMPLES: Final = 'e.g. "10.0.0.0/8", "private", "db.internal" or "*.internal"'
-_PORT_EXPECTED: Final = (
-    f'expected a port {_MIN_PORT}-{_MAX_PORT} such as "5432" or a range such as "8000-8100"'
-)
-_PORT_RANGE_RE: Final = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-_PREFIX_RE: Final = re.compile(r"[0-9]{1,3}")
-
-
-def _quote(value: object) -> str:
-    # JSON quoting shows stray spaces and control characters in error messages.
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-
-
-# --- rules ---------------------------------------------------------------------------------
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ClassRule:
-    """A rule that matches every address of one class (``"private"``, ``"link-local"``...)."""
-
-    address_class: AddressClass
-
-    def __str__(self) -> str:
-        return self.address_class.value
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class NetworkRule:
-    """A rule that matches the addresses inside one network (a single IP is a /32 or /128)."""
-
-    network: IPNetwork
-
-    def __str__(self) -> str:
-        return str(self.network)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class HostPattern:
-    """A rule that matches the requested host name: exact, or ``*.suffix``.
-
-    ``*`` stands for one or more whole labels, and only as the first label: ``*.internal``
-    matches ``db.internal`` and ``a.b.internal`` but not ``internal``. A lone ``*`` matches
-    every name (and never an IP literal).
-    """
-
-    suffix: str
-    wildcard: bool = False
-
-    def matches(self, name: str) -> bool:
-        """Return whether ``name`` (already normalised) matches this pattern."""
-        if not self.wildcard:
-            return name == self.suffix
-        if not self.suffix:
-            return bool(name)
-        return name.endswith("." + self.suffix)
-
-    def __str__(self) -> str:
-        if not self.wildcard:
-            return self.suffix
-        return f"*.{self.suffix}" if self.suffix else "*"
-
-
-Rule: TypeAlias = ClassRule | NetworkRule | HostPattern
-_RULE_TYPES: Final = (ClassRule, NetworkRule, HostPattern)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    """An inclusive range of TCP ports; a single port is ``PortRange(p, p)``."""
-
-    first: int
-    last: int
-
-    def __post_init__(self) -> None:
-        for bound in (self.first, self.last):
-            if isinstance(bound, bool) or not isinstance(bound, int):
-                raise TypeError(f"port must be an int, not {type(bound).__name__}")
-        if not _MIN_PORT <= self.first <= self.last <= _MAX_PORT:
-            raise ValueError(
-                f"port range {self.first}-{self.last} must satisfy "
-                f"{_MIN_PORT} <= first <= last <= {_MAX_PORT}"
-            )
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.first <= port <= self.last
-
-    def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-
-
-def parse_rule(text: str) -> Rule:
-    """Parse one allow/deny rule.
-
-    Args:
-        text: an address class (``"public"``, ``"private"``, ``"loopback"``, ``"link-local"``,
-            ``"unspecified"``, ``"multicast"``, ``"reserved"``), a CIDR (``"10.1.0.0/16"``), an
-            IP address in any spelling (``"169.254.169.254"``), or a host pattern
-            (``"db.internal"``, ``"*.internal"``). Class words win over host names.
-
-    Returns:
-        A :class:`ClassRule`, :class:`NetworkRule` or :class:`HostPattern`.
-
-    Raises:
-        TypeError: ``text`` is not a ``str``.
-        ValueError: ``text`` is none of the above; the message says why and what is expected.
-    """
-    if not isinstance(text, str):
-        raise TypeError(
-            f"{_quote(text)} is not a string; expected a {_RULE_KINDS}, {_RULE_EXAMPLES}"
-        )
-    word = text.strip()
-    if word.lower() in _CLASS_WORDS:
-        return ClassRule(_CLASS_WORDS[word.lower()])
-    if "/" in word:
-        return NetworkRule(_parse_cidr(word, text))
-    if "*" in word:
-        return _parse_wildcard(word, text)
-    try:
-        host = normalize(word)
-    except ValueError as exc:
-        raise _rule_error(text, str(exc)) from None
-    if isinstance(host, str):
-        return HostPattern(host)
-    return NetworkRule(ipaddress.ip_network(host))
-
-
-def _parse_cidr(word: str, text: str) -> IPNetwork:
-    address_text, _, prefix_text = word.partition("/")
-    try:
-        address = normalize(address_text)
-    except ValueError:
-        address = None
-    if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        raise _rule_error(text, f"{_quote(address_text)} before the '/' is not an IP address")
-    max_prefix = address.max_prefixlen
-    if not _PREFIX_RE.fullmatch(prefix_text) or int(prefix_text) > max_prefix:
-        raise _rule_error(
-            text, f"the prefix length must be 0-{max_prefix} for an IPv{address.version} network"
-        )
-    prefix = int(prefix_text)
-    try:
-        return ipaddress.ip_network((address, prefix))
-    except ValueError:
-        suggestion = ipaddress.ip_network((address, prefix), strict=False)
-        raise _rule_error(
-            text, f'it has host bits set (did you mean "{suggestion}"?)', examples=False
-        ) from None
-
-
-def _parse_wildcard(word: str, text: str) -> HostPattern:
-    if word == "*":
-        return HostPattern("", wildcard=True)
-    rest = word[2:]
-    if not word.startswith("*.") or "*" in rest:
-        raise _rule_error(text, "'*' may only be the whole first label, as in \"*.internal\"")
-    try:
-        suffix = normalize(rest)
-    except ValueError as exc:
-        raise _rule_error(text, str(exc)) from None
-    if not isinstance(suffix, str):
-        raise _rule_error(text, "a wildcard pattern must end in a host name, not an IP address")
-    return HostPattern(suffix, wildcard=True)
-
-
-def _rule_error(text: str, detail: str, *, examples: bool = True) -> ValueError:
-    message = f"{_quote(text)} is not a valid {_RULE_KINDS}: {detail}"
-    return ValueError(f"{message}; {_RULE_EXAMPLES}" if examples else message)
-
-
-def parse_port_range(value: str | int) -> PortRange:
-    """Parse one ``allow_ports``/``deny_ports`` entry.
-
-    Args:
-        value: a port (``5432`` or ``"5432"``) or an inclusive range (``"8000-8100"``).
-
-    Returns:
-        The port range.
-
-    Raises:
-        TypeError: ``value`` is neither a ``str`` nor an ``int``.
-        ValueError: ``value`` is not a port 1-65535 or a range ``first-last`` of such ports with
-            ``first <= last``.
-    """
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise TypeError(f"{_quote(value)} is not a port or port range; {_PORT_EXPECTED}")
-    if isinstance(value, int):
-        first = last = value
-    else:
-        match = _PORT_RANGE_RE.fullmatch(value.strip())
-        if match is None:
-            raise ValueError(f"{_quote(value)} is not a valid port or port range; {_PORT_EXPECTED}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-    if not _MIN_PORT <= first <= last <= _MAX_PORT:
-        raise ValueError(f"{_quote(value)} is not a valid port or port range; {_PORT_EXPECTED}")
-    return PortRange(first, last)
-
 
 # --- decisions -----------------------------------------------------------------------------
 
@@ -457,7 +264,7 @@ class EgressPolicy:
             ValueError: a key is unknown or a value is invalid; the message names the key, the
                 bad value and what is expected.
         """
-        config = _as_table(config, key)
+        config = as_table(config, key)
         preset_name = config.get("preset", default_preset)
         if not isinstance(preset_name, str) or preset_name not in _PRESETS:
             raise ValueError(
@@ -466,10 +273,10 @@ class EgressPolicy:
             )
         base = _PRESETS[preset_name]()
         return cls(
-            allow=base.allow + _config_rules(config, "allow", key),
-            deny=base.deny + _config_rules(config, "deny", key),
-            allow_ports=base.allow_ports + _config_ports(config, "allow_ports", key),
-            deny_ports=base.deny_ports + _config_ports(config, "deny_ports", key),
+            allow=base.allow + config_rules(config, "allow", key),
+            deny=base.deny + config_rules(config, "deny", key),
+            allow_ports=base.allow_ports + config_ports(config, "allow_ports", key),
+            deny_ports=base.deny_ports + config_ports(config, "deny_ports", key),
             name=base.name,
         )
 
@@ -674,7 +481,6 @@ class EgressPolicy:
 
 
 _PRESETS: Final = {"dev": EgressPolicy.dev, "serve": EgressPolicy.serve, "none": EgressPolicy.none}
-_CONFIG_KEYS: Final = ("preset", "allow", "deny", "allow_ports", "deny_ports")
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,87 +555,6 @@ def _address(ip: IPAddress | str) -> IPAddress:
 def _port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int, not {type(port).__name__}")
-    if not _MIN_PORT <= port <= _MAX_PORT:
+    if not is_port(port):
         raise ValueError(f"port must be {_MIN_PORT}-{_MAX_PORT}, got {port}")
     return port
-
-
-# --- config parsing ------------------------------------------------------------------------
-# Every config problem is a ValueError (also a wrong type inside the table), so a config loader
-# catches one exception type and reports "file: key: message".
-
-
-def _as_table(config: object, key: str) -> Mapping[str, object]:
-    if isinstance(config, Mapping):
-        for config_key in config:
-            if config_key not in _CONFIG_KEYS:
-                close = difflib.get_close_matches(str(config_key), _CONFIG_KEYS, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
-                raise ValueError(
-                    f"{key}: unknown key {_quote(config_key)}; expected one of "
-                    f"{', '.join(_CONFIG_KEYS)}{hint}"
-                )
-        return config
-    raise ValueError(
-        f"{key}: expected a table with keys {', '.join(_CONFIG_KEYS)}, got {_quote(config)}"
-    )
-
-
-def _config_list(
-    config: Mapping[str, object], field_name: str, where: str, example: str
-) -> list[object]:
-    value = config.get(field_name, [])
-    # A bare string is iterable too; refusing it avoids rules made of single characters.
-    if isinstance(value, list | tuple):
-        return list(value)
-    raise ValueError(f"{where}: expected a list such as {example}, got {_quote(value)}")
-
-
-def _config_rules(config: Mapping[str, object], field_name: str, key: str) -> tuple[Rule, ...]:
-    where = f"{key}.{field_name}"
-    items = _config_list(config, field_name, where, '["10.0.0.0/8", "*.internal"]')
-    rules: list[Rule] = []
-    for index, item in enumerate(items):
-        try:
-            rule = _rule_item(item)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}[{index}]: {exc}") from None
-        if field_name == "allow" and _never_matches(rule):
-            raise ValueError(
-                f"{where}[{index}]: {_quote(item)} can never allow anything: it is a host "
-                "pattern, host patterns only cover public and private addresses, and a "
-                "localhost name always means a loopback address (RFC 6761 6.3). To let workers "
-                "reach services on this machine, allow the address or the class instead: "
-                f'{field_name} = ["127.0.0.1/32"] or {field_name} = ["loopback"]'
-            )
-        rules.append(rule)
-    return tuple(rules)
-
-
-def _never_matches(rule: Rule) -> bool:
-    """An allow rule that cannot permit any connection: a pattern for localhost names."""
-    return isinstance(rule, HostPattern) and bool(rule.suffix) and is_localhost_name(rule.suffix)
-
-
-def _config_ports(config: Mapping[str, object], field_name: str, key: str) -> tuple[PortRange, ...]:
-    where = f"{key}.{field_name}"
-    items = _config_list(config, field_name, where, '["5432", "8000-8100"]')
-    ranges: list[PortRange] = []
-    for index, item in enumerate(items):
-        try:
-            ranges.append(_port_item(item))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}[{index}]: {exc}") from None
-    return tuple(ranges)
-
-
-def _rule_item(item: object) -> Rule:
-    if not isinstance(item, str):
-        raise TypeError(f"{_quote(item)} is not a string; expected a {_RULE_KINDS}")
-    return parse_rule(item)
-
-
-def _port_item(item: object) -> PortRange:
-    if isinstance(item, bool) or not isinstance(item, str | int):
-        raise TypeError(f"{_quote(item)} is not a port or port range; {_PORT_EXPECTED}")
-    return parse_port_range(item)

@@ -1,5 +1,9 @@
 """httpx over ``tcpworkers.connect()`` sockets: the network layer of :func:`tcpworkers.fetch`.
 
+Size: a little over the ~450-line guideline: the httpx transport, the httpcore network backend
+and the one error translation are one adapter, kept together (the module docstring below is
+their shared theory of operation).
+
 Theory of operation. httpx sends a request through a *transport*; its default transport is an
 httpcore connection pool whose *network backend* opens connections with anyio. On asyncio,
 anyio resolves the name itself (``loop.getaddrinfo``) and then calls

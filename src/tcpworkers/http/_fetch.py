@@ -45,14 +45,15 @@ from tcpworkers.http._body import Body, BodyInit
 from tcpworkers.http._headers import Headers, HeadersInit
 from tcpworkers.http._limits import MAX_REDIRECTS
 from tcpworkers.http._response import Response
-from tcpworkers.sockets import TlsOptions, parse_address
+from tcpworkers.sockets import DEFAULT_CONNECT_TIMEOUT, TlsOptions, parse_address
+from tcpworkers.sockets._connect import check_seconds
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_REDIRECTS", "FetchError", "FetchTimeoutError", "fetch"]
 
 RedirectMode = Literal["follow", "manual"]
 
 # fetch()'s default timeout per operation; the same 30 s connect() uses for connecting.
-DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_TIMEOUT: Final = DEFAULT_CONNECT_TIMEOUT
 # RFC 9110 section 9.1: a method is a token.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Forbidden by the Fetch standard; CONNECT would also open a tunnel the gate never sees.
@@ -193,10 +194,5 @@ def _check_method(method: object) -> str:
 def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    if math.isnan(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
-    return None if math.isinf(timeout) else float(timeout)
+    seconds = check_seconds(timeout, "timeout")
+    return None if math.isinf(seconds) else seconds

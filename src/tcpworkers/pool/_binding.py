@@ -36,11 +36,12 @@ from typing import Final, final
 from urllib.parse import quote
 
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
+from tcpworkers.errors import UpstreamConnectError, UpstreamServerError
 from tcpworkers.pool._dsn import UpstreamParams
 from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
 from tcpworkers.pool._relay import serve_client
 from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_server_connection
-from tcpworkers.scope import use_scope
+from tcpworkers.scope._trust import trusted_connections
 
 __all__ = ["CheckResult", "PostgresBinding", "check_upstream"]
 
@@ -48,6 +49,9 @@ _log = logging.getLogger("tcpworkers.pool")
 # The port in the socket's name (.s.PGSQL.5432): PostgreSQL's default, so tools that assume
 # it (psql -h DIR) work too.
 SOCKET_PORT: Final = 5432
+# Background retries of the pool's start when the database was unreachable: 0.5 s doubling to 10 s.
+_RETRY_FIRST: Final = 0.5
+_RETRY_MAX: Final = 10.0
 # How long stop() lets clients finish before their connections are closed.
 _STOP_GRACE: Final = 2.0
 
@@ -106,6 +110,7 @@ class PostgresBinding:
         self._pool: Pool | None = None
         self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._stopping = False
+        self._retry: asyncio.Task[None] | None = None
 
     # -- what the worker sees -------------------------------------------------------------------
 
@@ -116,6 +121,12 @@ class PostgresBinding:
             f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@/"
             f"{quote(self.database, safe='')}?host={quote(self.host, safe='/')}&port={self.port}"
         )
+
+    @property
+    def connectionString(self) -> str:  # the Workers API spells it in camelCase
+        """``connection_string`` under the name Cloudflare's Workers use
+        (``env.HYPERDRIVE.connectionString``), so ported code runs unchanged."""
+        return self.connection_string
 
     @property
     def host(self) -> str:
@@ -159,13 +170,34 @@ class PostgresBinding:
     # -- life (the runtime calls these outside any request) -------------------------------------
 
     async def start(self) -> None:
-        """Start the pool, then listen on the private socket."""
+        """Start the pool, then listen on the private socket.
+
+        A database that cannot be reached (or is starting up) does not stop the runtime from
+        starting: the binding logs a warning, serves anyway (clients get an error naming the
+        binding and the server until it is back) and keeps trying to open ``min_size``
+        connections in the background. Rejected credentials do stop it (a configuration error).
+
+        Raises:
+            UpstreamAuthError: the server rejected the url's user or password.
+        """
         if self._server is not None:
             return
         self._stopping = False
-        with use_scope(None):
+        with trusted_connections():  # the runtime's own listener and upstream
             pool = Pool(self.name, self.settings, self._connect, self._cancel)
-            await pool.start()
+            try:
+                await pool.start()
+            except (UpstreamConnectError, UpstreamServerError) as exc:
+                _log.warning(
+                    "pool binding %s: could not open its first server connections (%s); "
+                    "serving anyway and retrying in the background",
+                    self.name,
+                    exc,
+                )
+                self._retry = asyncio.create_task(self._start_later(pool))
+            except BaseException:
+                await pool.close()  # what it opened before the failure
+                raise
             self._pool = pool
             try:
                 self._dir = await asyncio.to_thread(
@@ -177,9 +209,28 @@ class PostgresBinding:
                 raise
         register_local_endpoint(self.socket_path)
 
+    async def _start_later(self, pool: Pool) -> None:
+        delay = _RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await pool.start()
+            except (UpstreamConnectError, UpstreamServerError):
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            except Exception:
+                _log.exception("pool binding %s: starting the pool failed", self.name)
+                return
+            _log.info("pool binding %s: server connections open", self.name)
+            return
+
     async def stop(self) -> None:
         """Stop listening, end client connections, close the pool, remove the directory."""
         self._stopping = True
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
+            await asyncio.gather(retry, return_exceptions=True)
         server, self._server = self._server, None
         if self._dir is not None:
             unregister_local_endpoint(self.socket_path)

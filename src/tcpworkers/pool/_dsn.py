@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import quote, unquote
 
+from tcpworkers.egress._ports import MAX_PORT, MIN_PORT, is_port
 from tcpworkers.errors import DsnError
 
 __all__ = [
@@ -377,8 +378,10 @@ def _port(raw: str | None, what: str) -> int:
         return DEFAULT_PORT
     if "," in raw:
         raise DsnError(f"{what}: port: several ports ({raw!r}) are not supported; name one")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
-        raise DsnError(f"{what}: port: expected a number from 1 to 65535, got {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or not is_port(int(raw)):
+        raise DsnError(
+            f"{what}: port: expected a number from {MIN_PORT} to {MAX_PORT}, got {raw!r}"
+        )
     return int(raw)
 
 

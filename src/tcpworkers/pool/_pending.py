@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ._server import ServerStatement, StatementKey
+from ._server import PooledServer, ServerStatement, StatementKey
 
 __all__ = [
     "Closed",
@@ -32,6 +32,7 @@ __all__ = [
     "UNNAMED_AS",
     "UNNAMED_DROP",
     "Entry",
+    "undo",
 ]
 
 ENDS_Z: Final = frozenset(b"Z")  # a Query or a FunctionCall
@@ -83,3 +84,32 @@ class Parsed:
 # data: the statement a Parse prepares, synthetic bytes, a Close answered here, or (UNNAMED) the
 # client's unnamed statement before the Parse, to restore if the server skips it.
 Entry = tuple[frozenset[int], int, ServerStatement | bytes | Closed | Parsed | StatementKey | None]
+
+
+def undo(
+    skipped: list[Entry],
+    statements: dict[str, StatementKey],
+    server: PooledServer,
+    unnamed: StatementKey | None,
+) -> StatementKey | None:
+    """Undo, newest first, what routing the entries an error made the server skip assumed (the
+    first entry is the message that failed). Returns the client's unnamed statement after it."""
+    for index in range(len(skipped) - 1, -1, -1):
+        _, action, data = skipped[index]
+        if isinstance(data, Parsed):  # PostgreSQL has no such statement after all
+            if statements.get(data.name) == data.key:
+                del statements[data.name]
+            data = data.statement
+        elif isinstance(data, Closed) and data.key is not None:
+            statements[data.name] = data.key  # the Close never ran
+        if action in (UNNAMED, UNNAMED_AS, UNNAMED_DROP):
+            server.unnamed = None  # failed or skipped: what it holds is unknown now
+            if action == UNNAMED:  # a failed Parse drops the old one, a skipped one does not
+                unnamed = data if index and isinstance(data, tuple) else None
+        if (
+            isinstance(data, ServerStatement)
+            and server.statements.get(data.key) is data
+            and not data.ready
+        ):
+            del server.statements[data.key]
+    return unnamed

@@ -11,6 +11,7 @@
 - :class:`RuntimeSettings` is what the configuration layer resolves for the runtime.
 """
 
+from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import (
     BodyTooLargeError,
     BodyUsedError,
@@ -33,6 +34,7 @@ from tcpworkers.runtime._config import (
     Overrides,
     ServerSettings,
     display_path,
+    display_worker,
     load_config,
 )
 from tcpworkers.runtime._context import ExecutionContext
@@ -94,11 +96,14 @@ __all__ = [
     "ConfigError",
     "DEFAULT_METRICS_PATH",
     "DEFAULT_PORT",
+    "MAX_PORT",
     "Overrides",
     "ServerSettings",
     "check",
     "display_path",
+    "display_worker",
     "init_project",
+    "is_port",
     "launch_environ",
     "load_config",
     "serve",

@@ -9,6 +9,7 @@ from typing import Final
 from tcpworkers.errors import WorkerLoadError
 from tcpworkers.runtime._config import Config, display_path
 from tcpworkers.runtime._logging import set_secrets
+from tcpworkers.runtime._pgbinding import check_postgres_bindings
 from tcpworkers.runtime._server import display_url
 from tcpworkers.runtime._worker import Worker, load_worker
 
@@ -19,7 +20,8 @@ def check(config: Config, shown: str | None) -> int:
     """Load ``config``'s worker and print a summary of what would be served.
 
     Returns:
-        The exit status: 0 when the worker loads, 1 (with the reason on stderr) when not.
+        The exit status: 0 when the worker loads (and every postgres binding's server
+        answers), 1 (with the reason on stderr) when not.
     """
     set_secrets(config.runtime.secrets.values())
     return _check(config, shown)
@@ -40,6 +42,16 @@ def _check(config: Config, shown: str | None) -> int:
         return 1
     for line in _summary(config, label, worker):
         print(line)
+    postgres = [b.postgres for b in config.bindings.values() if b.postgres is not None]
+    if postgres:
+        # Connect upstream once per binding: server version, auth method, TLS, or what failed.
+        lines, errors = check_postgres_bindings(postgres, config.server.workers)
+        for line in lines:
+            print(line)
+        for error in errors:
+            print(f"tcpworkers check: error: {error}", file=sys.stderr)
+        if errors:
+            return 1
     other = "dev" if config.mode == "serve" else "serve"
     print(
         f"ok: {label} is ready for tcpworkers {config.mode} (checked as `{config.mode}`; "

@@ -1,5 +1,10 @@
 """One typed configuration, resolved once: ``tcpworkers.toml`` plus command-line flags.
 
+Size: over the ~450-line guideline on purpose: this is the one reader of one file format, and
+each key's check sits next to the others of its section with the shared reader that words every
+error the same way (file, key, value, what was expected); splitting it by section would scatter
+that reader.
+
 The file lives next to the worker (or is named with ``--config``). Every section is optional::
 
     worker = "worker.py"          # used when the command line names no worker
@@ -61,7 +66,9 @@ from pathlib import Path
 from typing import Final, Literal, cast, final
 
 from tcpworkers.egress import EgressPolicy
+from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
+from tcpworkers.runtime._pgbinding import PostgresOptions, parse_postgres_options
 from tcpworkers.runtime._settings import (
     DEFAULT_WAIT_UNTIL_TIME,
     DEFAULT_WALL_TIME,
@@ -84,6 +91,7 @@ __all__ = [
     "Overrides",
     "ServerSettings",
     "display_path",
+    "display_worker",
     "load_config",
     "worker_path",
 ]
@@ -95,13 +103,11 @@ DEFAULT_METRICS_PATH: Final = "/__tcpworkers/metrics"
 # How long in-flight requests may run after SIGTERM before they are cancelled. 30 s is the
 # default grace period Kubernetes gives a pod between SIGTERM and SIGKILL.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 30.0
-# Binding types the runtime knows. A binding is parsed and kept as raw typed data; the Postgres
-# pool binding that gives it behaviour comes in its own issue.
+# Binding types the runtime knows (runtime/_pgbinding.py validates a postgres binding's keys).
 BINDING_TYPES: Final = ("postgres",)
 
 LogFormat = Literal["text", "json"]
 _LOG_FORMATS: Final = ("text", "json")
-_MAX_PORT: Final = 65535
 _ENV_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _TOP_KEYS: Final = ("worker", "vars", "secrets", "egress", "limits", "server", "bindings")
@@ -152,11 +158,14 @@ class BindingConfig:
         name: the binding's name on ``env``.
         type: one of :data:`BINDING_TYPES`.
         options: every other key of the table, as TOML parsed it.
+        postgres: for ``type = "postgres"``, the options validated (url parsed, secrets
+            applied); see :mod:`tcpworkers.runtime._pgbinding`.
     """
 
     name: str
     type: str
     options: Mapping[str, object]
+    postgres: PostgresOptions | None = field(default=None, repr=False)
 
 
 @final
@@ -319,6 +328,17 @@ def display_path(path: Path) -> str:
         return str(path.resolve())
 
 
+def display_worker(spec: str) -> str:
+    """A worker spec as messages show it: a path relative to the current directory when it is
+    below it (``worker.py``, ``app/api.py:handler``); a ``module:attribute`` spec unchanged."""
+    named = worker_path(spec)
+    if named is None:
+        return spec
+    head, sep, attr = spec.rpartition(":")
+    suffix = f":{attr}" if sep and attr.isidentifier() and worker_path(head) is not None else ""
+    return display_path(named) + suffix
+
+
 def _read_toml(path: Path, label: str) -> dict[str, object]:
     try:
         with path.open("rb") as file:
@@ -415,7 +435,7 @@ class _Resolver:
             )
         file_vars = self.vars(data)
         secrets, sources = self.secrets(data)
-        bindings = self.bindings(data)
+        bindings = self.bindings(data, secrets)
         cli_vars = self.cli_vars(overrides.vars, file_vars)
         policy, egress = self.egress(data)
         server = self.server(data, overrides)
@@ -525,7 +545,9 @@ class _Resolver:
             sources[name] = variable
         return values, sources
 
-    def bindings(self, data: Mapping[str, object]) -> dict[str, BindingConfig]:
+    def bindings(
+        self, data: Mapping[str, object], secrets: Mapping[str, str]
+    ) -> dict[str, BindingConfig]:
         result: dict[str, BindingConfig] = {}
         for name, value in self.table(data, "bindings").items():
             key = f"bindings.{name}"
@@ -546,7 +568,8 @@ class _Resolver:
                     f"{', '.join(map(_show, BINDING_TYPES))})",
                 )
             options = {k: v for k, v in value.items() if k != "type"}
-            result[name] = BindingConfig(name=name, type=str(kind), options=options)
+            postgres = parse_postgres_options(name, options, secrets, label=self.label)
+            result[name] = BindingConfig(name, str(kind), options, postgres)
         return result
 
     def egress(self, data: Mapping[str, object]) -> tuple[EgressPolicy, str]:
@@ -594,8 +617,8 @@ class _Resolver:
         if not isinstance(host, str) or not host.strip():
             raise self.expected("server.host", 'an address to listen on, such as "0.0.0.0"', host)
         port = table.get("port", DEFAULT_PORT)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _MAX_PORT:
-            raise self.expected("server.port", f"a port number 0-{_MAX_PORT}", port)
+        if not is_port(port, allow_zero=True):
+            raise self.expected("server.port", f"a port number 0-{MAX_PORT}", port)
         workers = self.positive_int(table, "workers", "server", 1)
         log_format = table.get("log_format", "text" if dev else "json")
         if log_format not in _LOG_FORMATS:

@@ -174,7 +174,7 @@ def format_folded(exc: BaseException, redact: Redact = str) -> str:
     """``exc`` as a traceback with the user's frames first and the runtime's folded into one
     line per exception; the full traceback when no frame is the user's."""
     parts = explain(exc, redact)
-    if not any(part.user_frames for part in parts):
+    if not _has_user_code(exc, parts):
         return redact("".join(traceback.format_exception(exc))).rstrip("\n")
     lines: list[str] = []
     for part in parts:
@@ -198,6 +198,18 @@ def format_folded(exc: BaseException, redact: Redact = str) -> str:
         if folded:
             lines.append(f"  (runtime: {_fold_summary(folded)})")
     return "\n".join(lines)
+
+
+def _has_user_code(exc: BaseException, parts: Sequence[ErrorPart]) -> bool:
+    """Whether folding helps: a frame is the user's, or the error is a syntax error in a user
+    file (its summary shows the file, line and caret; every frame is the import machinery)."""
+    if any(part.user_frames for part in parts):
+        return True
+    return (
+        isinstance(exc, SyntaxError)
+        and bool(exc.filename)
+        and not is_runtime_file(str(exc.filename))
+    )
 
 
 def _fold_summary(frames: Sequence[Frame]) -> str:
@@ -288,7 +300,7 @@ def _text_page(
         if sockets:
             out += [f"  {redact(s.what)}  out={s.bytes_out}B in={s.bytes_in}B" for s in sockets]
         else:
-            out.append("  none open")
+            out.append("  none")
         if summary:
             out.append(f"  {summary}")
     return "\n".join(out) + "\n"
@@ -301,7 +313,8 @@ pre{background:#f6f6f6;padding:.6em .8em;overflow-x:auto;border-radius:4px}
 .frame{margin:.4em 0}.file{font-family:monospace;color:#555}
 .code{font-family:monospace;white-space:pre;background:#f6f6f6;padding:.3em .6em;display:block}
 .hl{background:#ffe7a3}table{border-collapse:collapse}
-td,th{border-bottom:1px solid #ddd;padding:.2em .8em;text-align:left;font-family:monospace}
+td,th{border-bottom:1px solid #ddd;padding:.2em .8em;text-align:left;font-family:monospace;
+vertical-align:top}td{word-break:break-all}th{white-space:nowrap}
 details{margin:.6em 0}summary{cursor:pointer;color:#555}.lead{color:#555;font-style:italic}
 """
 
@@ -317,7 +330,7 @@ def _html_page(
 ) -> str:
     esc = html.escape
     parts = explain(exc, redact)
-    fold = any(part.user_frames for part in parts)
+    fold = _has_user_code(exc, parts)
     body = [f"<h1>{esc(redact(title))}</h1>"]
     if hint:
         body.append(f"<p>{esc(hint)}</p>")
@@ -355,7 +368,7 @@ def _html_page(
             ]
             body.append("</table>")
         else:
-            body.append("<p>none open</p>")
+            body.append("<p>none</p>")
         if summary:
             body.append(f"<p>{esc(summary)}</p>")
     return (

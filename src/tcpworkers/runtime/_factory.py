@@ -19,10 +19,12 @@ from tcpworkers.drivers._loop import gate_every_new_loop
 from tcpworkers.egress import set_default_policy
 from tcpworkers.errors import ConfigError, WorkerLoadError
 from tcpworkers.runtime._app import WorkerApp
+from tcpworkers.runtime._asgi import ASGIApp
 from tcpworkers.runtime._config import Config, Overrides, load_config
 from tcpworkers.runtime._devloop import load_error_app, reload_changed, reload_message
 from tcpworkers.runtime._logging import LOGGER, AccessLog, redact, set_secrets
-from tcpworkers.runtime._metrics import ASGIApp, Metrics, MetricsEndpoint
+from tcpworkers.runtime._metrics import Metrics, MetricsEndpoint
+from tcpworkers.runtime._pgbinding import make_postgres_binding, pool_metrics
 from tcpworkers.runtime._settings import Mode, RequestObserver
 from tcpworkers.runtime._worker import load_worker
 
@@ -136,19 +138,18 @@ def build_app(config: Config) -> ASGIApp:
     set_default_policy(config.runtime.policy)
     gate_every_new_loop()
     worker = load_worker(config.worker)
-    for binding in config.bindings.values():
-        _log.warning(
-            "bindings.%s: %s bindings are not served yet (the pool binding comes in a later "
-            "release); env.%s is not set",
-            binding.name,
-            binding.type,
-            binding.name,
-        )
+    bindings = {
+        b.name: make_postgres_binding(b.postgres)
+        for b in config.bindings.values()
+        if b.postgres is not None
+    }
     metrics = Metrics() if config.server.metrics_path is not None else None
     observers: list[RequestObserver] = [AccessLog(config.server.log_format)]
     if metrics is not None:
         observers.append(metrics)
-    app: ASGIApp = WorkerApp(worker, config.runtime, observers=observers)
+        if bindings:
+            metrics.add_collector(lambda: pool_metrics(bindings.values()))
+    app: ASGIApp = WorkerApp(worker, config.runtime, bindings=bindings, observers=observers)
     if metrics is not None and config.server.metrics_path is not None:
         app = MetricsEndpoint(app, metrics, config.server.metrics_path)
     return app

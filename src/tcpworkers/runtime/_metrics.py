@@ -33,9 +33,10 @@ from __future__ import annotations
 import bisect
 import math
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Final, final
+from collections.abc import Callable, Sequence
+from typing import Final, final
 
+from tcpworkers.runtime._asgi import ASGIApp, Message, Receive, Scope, Send
 from tcpworkers.runtime._settings import RequestRecord
 from tcpworkers.scope import RequestScope, current_scope
 
@@ -46,11 +47,6 @@ __all__ = [
     "MetricsEndpoint",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The text exposition format's media type (Prometheus "Exposition formats", text format 0.0.4).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -129,6 +125,12 @@ class Metrics:
         # Scopes of requests in flight; weak, so a request that ends without telling us (or
         # whose record never arrives) does not keep its scope alive.
         self._live: weakref.WeakSet[RequestScope] = weakref.WeakSet()
+        # More families rendered after ours (the pool bindings' metrics).
+        self._collectors: list[Callable[[], str]] = []
+
+    def add_collector(self, collector: Callable[[], str]) -> None:
+        """Append what ``collector()`` returns (complete families, text format) to renders."""
+        self._collectors.append(collector)
 
     def request_started(self, scope: RequestScope) -> None:
         """Count ``scope``'s open connections in ``tcpworkers_sockets_open`` while it lives."""
@@ -223,7 +225,7 @@ class Metrics:
             "Connections left open by a request and closed by the runtime when it ended.",
             [f"tcpworkers_sockets_closed_at_end_total {self.closed_at_end}"],
         )
-        return "\n".join(out) + "\n"
+        return "\n".join(out) + "\n" + "".join(collect() for collect in self._collectors)
 
 
 @final

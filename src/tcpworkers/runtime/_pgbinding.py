@@ -19,7 +19,7 @@ Every error names the file, the key and the fix, like the rest of ``tcpworkers.t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_KEYS",
+    "check_postgres_bindings",
     "PostgresOptions",
     "make_postgres_binding",
     "parse_postgres_options",
+    "pool_metrics",
 ]
 
 _Error = Callable[[str, str], ConfigError]
@@ -186,3 +188,48 @@ def make_postgres_binding(options: PostgresOptions) -> PostgresBinding:
         acquire_timeout=options.acquire_timeout,
     )
     return PostgresBinding(options.name, options.upstream, settings)
+
+
+def pool_metrics(bindings: Iterable[PostgresBinding]) -> str:
+    """The Prometheus families of the started ``bindings`` (``""`` before any started)."""
+    from tcpworkers.runtime._poolmetrics import render_pool_metrics
+
+    return render_pool_metrics(s for b in bindings if (s := b.stats()) is not None)
+
+
+def check_postgres_bindings(
+    bindings: Iterable[PostgresOptions], workers: int
+) -> tuple[list[str], list[str]]:
+    """For ``tcpworkers check``: connect upstream once per binding.
+
+    Returns:
+        (lines to print, errors): a line per binding with the server version, authentication
+        method, TLS and the connection total (``workers`` processes x ``max_size``); an error
+        per binding whose server connection failed, saying what failed.
+    """
+    import asyncio
+
+    from tcpworkers.errors import UpstreamError
+    from tcpworkers.pool._binding import check_upstream
+
+    lines: list[str] = []
+    errors: list[str] = []
+    for options in bindings:
+        upstream = options.upstream
+        total = workers * options.max_size
+        sizes = (
+            f"pool {options.min_size}..{options.max_size} per process x {workers} "
+            f"process{'es' * (workers > 1)} = up to {total} server connections"
+        )
+        try:
+            result = asyncio.run(check_upstream(upstream))
+        except UpstreamError as exc:
+            errors.append(f"bindings.{options.name}: {exc}")
+            lines.append(f"  {options.name}: {upstream.redacted()} -> FAILED; {sizes}")
+            continue
+        tls = result.tls or "no TLS"
+        lines.append(
+            f"  {options.name}: {upstream.redacted()} -> PostgreSQL {result.server_version}, "
+            f"auth {result.auth_method}, {tls}; {sizes}"
+        )
+    return lines, errors

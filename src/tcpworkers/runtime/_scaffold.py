@@ -30,7 +30,8 @@ async def fetch(request: Request, env: Env, ctx: ExecutionContext) -> Response:
         return Response(f"{env.GREETING}, {name}!\\n")
     if request.path == "/tcp":
         # An outbound TCP connection: checked by [egress], owned by this request and closed
-        # when it ends. Try it with `tcpworkers dev --var ECHO=127.0.0.1:9001` and an echo server.
+        # when it ends. Try it with an echo server on 127.0.0.1:9001 running:
+        # `python -m tcpworkers.testing peers` (ECHO in [vars] or --var picks another).
         sock = connect(str(env.get("ECHO", "127.0.0.1:9001")))
         await sock.writable.write(b"ping\\n")
         return Response(await sock.readable.readuntil(b"\\n"))
@@ -44,8 +45,6 @@ _NAMED_EXAMPLES: Final = {
         "# A Postgres pool binding: drivers connect to env.DB.connection_string and share warm",
         "# server connections across requests.",
         "# [bindings.DB]",
-        '# type = "postgres"',
-        '# url = "postgresql://app@127.0.0.1:5432/app"',
     ],
 }
 
@@ -66,6 +65,8 @@ def config_template(worker: str = WORKER_FILE) -> str:
             if section.table == "secrets":
                 lines.append("[secrets]")
             lines += _NAMED_EXAMPLES[section.table]
+            if section.table == "bindings.NAME":
+                lines += [_commented(key) for key in section.keys]
             lines.append("")
             continue
         lines.append(f"[{section.table}]")
@@ -79,6 +80,12 @@ def config_template(worker: str = WORKER_FILE) -> str:
 
 
 def _commented(key: ConfigKey) -> str:
+    if key.name in ("type", "url"):
+        return f"# {key.name} = {key.example}"
+    if key.name == "url_secret":
+        return f"# {key.name} = {key.example}   # instead of url: a [secrets] name"
+    if key.name == "password_secret":
+        return f"# {key.name} = {key.example}   # the password, from [secrets]"
     if key.dev is None and key.serve is None:
         return f"# {key.name} = {key.example}   # default: none"
     value = f"# {key.name} = {key.dev}"

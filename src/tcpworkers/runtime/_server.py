@@ -31,12 +31,12 @@ from types import FrameType
 from typing import Final
 
 from tcpworkers.errors import WorkerLoadError
+from tcpworkers.runtime._asgi import ASGIApp
 from tcpworkers.runtime._config import CONFIG_FILENAME, Config, display_path, worker_path
 from tcpworkers.runtime._devloop import reloader_class
 from tcpworkers.runtime._factory import FACTORY, STARTUP_FAILURE, build_app
 from tcpworkers.runtime._frontdoor import front_door
 from tcpworkers.runtime._logging import FIELDS_ATTR, LOGGER, log_config, set_secrets
-from tcpworkers.runtime._metrics import ASGIApp
 from tcpworkers.runtime._worker import load_worker
 
 __all__ = ["display_url", "serve"]

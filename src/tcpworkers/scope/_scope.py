@@ -214,6 +214,17 @@ class RequestScope:
                 self._take(waiting)
                 waiter.set_result(None)
 
+    def admit(self, resource: ScopedResource) -> None:
+        """Take a slot for ``resource`` at once, even over ``max_sockets``: for a connection
+        that exists to end another one of this request (a driver's query cancellation), which
+        must not wait behind the very connection it cancels.
+
+        Raises:
+            ScopeClosedError: the scope ended.
+        """
+        self._check_open(resource)
+        self._take(resource)
+
     def hand_over(self, old: ScopedResource, new: ScopedResource) -> None:
         """Let ``new`` take ``old``'s slot (STARTTLS: the same connection, a new socket)."""
         if old in self._open:

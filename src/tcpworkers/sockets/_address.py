@@ -12,6 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
+from tcpworkers.egress._ipnorm import MAX_LABEL, MAX_NAME, ZONE_ID_RE
+from tcpworkers.egress._ports import MAX_PORT, MIN_PORT, is_port
+
 __all__ = ["Address", "AddressLike", "parse_address"]
 
 ACCEPTED_FORMS: Final = (
@@ -20,8 +23,8 @@ ACCEPTED_FORMS: Final = (
 )
 
 # RFC 1035 2.3.4: a name is at most 253 characters in text form, a label at most 63 octets.
-_MAX_NAME = 253
-_MAX_LABEL = 63
+_MAX_NAME: Final = MAX_NAME
+_MAX_LABEL: Final = MAX_LABEL
 # Letters, digits, hyphens and dots (RFC 1123), plus "_" which internal zones use in practice
 # (e.g. service records behind Docker/Kubernetes names). Anything else is not a host name.
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
@@ -144,7 +147,7 @@ def _check_ipv6(literal: str, original: str) -> str:
         ipaddress.IPv6Address(address)
     except ValueError:
         raise ValueError(f"{original!r} is not a valid IPv6 address; {ACCEPTED_FORMS}") from None
-    if "%" in literal and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", zone):
+    if "%" in literal and not ZONE_ID_RE.fullmatch(zone):
         raise ValueError(f"{original!r} has an invalid IPv6 zone id")
     return literal
 
@@ -165,6 +168,6 @@ def _check_port_obj(port: object) -> int:
 
 
 def _check_port_range(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range: it must be from 1 to 65535")
+    if not is_port(port):
+        raise ValueError(f"port {port} is out of range: it must be from {MIN_PORT} to {MAX_PORT}")
     return port

@@ -13,7 +13,7 @@ from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._socket import SecureTransport, Socket
 from tcpworkers.sockets._tls import TlsOptions, client_context
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "check_seconds", "connect"]
 
 # What connect_timeout=None means. Long enough for a TLS handshake across continents, short
 # enough that a request does not hang on a black-holed address for the kernel's ~2 minutes.
@@ -100,10 +100,18 @@ def connect(
 def _check_timeout(value: float | None) -> float:
     if value is None:
         return DEFAULT_CONNECT_TIMEOUT
+    return check_seconds(value, "connect_timeout")
+
+
+def check_seconds(value: object, name: str) -> float:
+    """``value`` as positive seconds (``inf`` allowed), for an argument that also takes None.
+
+    Raises:
+        TypeError: not a number (``bool`` is not one here).
+        ValueError: NaN, zero or negative.
+    """
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(
-            f"connect_timeout must be a number of seconds or None, not {type(value).__name__}"
-        )
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
     if math.isnan(value) or value <= 0:
-        raise ValueError(f"connect_timeout must be positive seconds, got {value}")
+        raise ValueError(f"{name} must be positive seconds or None, got {value}")
     return float(value)

@@ -33,6 +33,7 @@ against the transition table.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from typing import Any, Final, Literal, cast, final
 from tcpworkers.egress import default_policy
 from tcpworkers.errors import (
     ConnectError,
+    ConnectTimeoutError,
     CrossRequestError,
     SocketBusyError,
     SocketClosedError,
@@ -71,6 +73,8 @@ SecureTransport = Literal["off", "on", "starttls"]
 # drops them and aborts: close() must end, and a stalled peer must not pin a file descriptor.
 # (A module variable, not a constant, so tests can shorten it.)
 close_flush_timeout = 5.0
+
+logger = logging.getLogger("tcpworkers.sockets")
 
 
 @final
@@ -134,6 +138,7 @@ class Socket:
         self._pending: list[bytes] = []  # writes made before the connection opened
         self._pending_size = 0
         self._write_closed = False  # writable.close() was called
+        self._closing = False  # close() waits for the connection to flush queued writes
         self.bytes_out = 0
         # TLS cannot be half-open (asyncio's TLS transport ends the session on EOF), so the
         # transport closes itself on EOF for TLS whatever allow_half_open says.
@@ -194,8 +199,11 @@ class Socket:
         """Flush pending writes and close both directions. Idempotent; never raises because
         the connection failed to open (``opened``/``closed`` report that).
 
-        A socket still connecting stops connecting at once. Pending and later reads and writes
-        raise ``SocketClosedError``.
+        A socket still connecting with writes queued waits for the connection (at most its
+        ``connect_timeout``), sends them, then closes; if it never opens, ``closed`` raises the
+        ``ConnectError`` and a warning says how many bytes were dropped. A socket still
+        connecting with nothing queued stops connecting at once. Later reads and writes raise
+        ``SocketClosedError``.
         """
         state = self._state
         if state in (State.FAILED, State.UPGRADED):
@@ -203,12 +211,56 @@ class Socket:
         if state is State.CLOSED:
             await self._closed
             return
+        if state is State.CONNECTING and (self._closing or self._pending):
+            await self._close_when_open()
+            return
         self._move(State.CLOSED)
         self._protocol.wake_all()
         if state is State.CONNECTING:
             await self._abort_opening()
             return
         await self._close_transport()
+
+    async def _close_when_open(self) -> None:
+        """close() of a connecting socket with queued writes: deliver them, or report them lost."""
+        opening = self._opening
+        if self._closing or opening is None:  # a second close(): the first one reports
+            await asyncio.wait([self._closed._future])
+            return
+        self._closing = True
+        try:
+            await asyncio.wait([opening], timeout=self._connect_timeout)
+        except asyncio.CancelledError:
+            self.abort()  # nothing may outlive a cancelled close()
+            raise
+        if self._state is State.CONNECTING:
+            # Still waiting (for a free slot in its request): give up within the bound.
+            self._opening = None
+            opening.cancel()
+            self._fail(
+                ConnectTimeoutError(
+                    f"could not connect to {self._where}: not open within the connect_timeout "
+                    f"of {self._connect_timeout:g}s that close() waits for queued writes"
+                )
+            )
+            await asyncio.wait([opening])
+        elif self._state is State.OPEN or self._state is State.ENDED:
+            self._move(State.CLOSED)
+            self._protocol.wake_all()
+            await self._close_transport()
+        # FAILED: _fail() reported it (closed raises, the dropped bytes were logged).
+
+    def _drop_pending(self, reason: object) -> None:
+        """Discard writes queued before the connection opened, saying so if there were any."""
+        if self._pending_size:
+            logger.warning(
+                "connection to %s: %d bytes written before it opened were dropped: %s",
+                self._where,
+                self._pending_size,
+                reason,
+            )
+        self._pending.clear()
+        self._pending_size = 0
 
     def start_tls(self, *, server_hostname: str | None = None) -> Socket:
         """Upgrade this connection to TLS (opportunistic TLS, STARTTLS) and return the TLS socket.
@@ -236,7 +288,7 @@ class Socket:
             raise StartTlsError(
                 "start_tls() was already called on this socket; use the socket it returned"
             )
-        self._check_usable("start_tls()")
+        self._check_usable("start_tls()", () if self._closing else LIVE)
         if self.readable.busy or self.writable.busy:
             raise SocketBusyError(
                 "start_tls() cannot run while a read or write is in progress; await it first"
@@ -398,6 +450,7 @@ class Socket:
 
     def _flush_pending(self, transport: asyncio.Transport) -> None:
         if self._pending:
+            self.bytes_out += self._pending_size  # counted once handed to the connection
             transport.write(b"".join(self._pending))
             self._pending.clear()
             self._pending_size = 0
@@ -416,7 +469,7 @@ class Socket:
         self._failure = error
         if self._state is State.CONNECTING:
             self._move(State.FAILED)
-        self._pending.clear()
+        self._drop_pending(error)
         self._opened.reject(error)
         self._closed.reject(error)
         self._protocol.wake_all()
@@ -428,7 +481,7 @@ class Socket:
         )
         self._opened.reject(error)
         self._closed.resolve(None)
-        self._pending.clear()
+        self._drop_pending("close() was called before it opened")
         self._release_slot()
         if self._upgrade_of is not None:
             # The upgrade task may be cancelled before it ever ran: drop the plaintext
@@ -469,6 +522,7 @@ class Socket:
         if self._opening is not None:
             self._opening.cancel()
             self._opening = None
+        self._drop_pending("the connection was aborted")
         self._opened.reject(ConnectError(f"connection to {self._where} was aborted"))
         if self._transport is not None:
             self._transport.abort()

@@ -27,9 +27,8 @@ __all__ = ["DEFAULT_READ_SIZE", "ReadableStream", "WritableStream"]
 DEFAULT_READ_SIZE: Final = 65536
 
 
-@final
-class ReadableStream:
-    """The receiving half of a :class:`Socket`."""
+class _Half:
+    """What both halves have: their socket, and the flag that one task is using this half."""
 
     __slots__ = ("_busy", "_socket")
 
@@ -39,8 +38,15 @@ class ReadableStream:
 
     @property
     def busy(self) -> bool:
-        """True while a read is in progress."""
+        """True while a task is reading (or writing: waiting for the connection or a drain)."""
         return self._busy
+
+
+@final
+class ReadableStream(_Half):
+    """The receiving half of a :class:`Socket`."""
+
+    __slots__ = ()
 
     async def read(self, max_bytes: int = DEFAULT_READ_SIZE) -> bytes:
         """Return up to ``max_bytes`` received bytes, waiting for at least one.
@@ -157,19 +163,10 @@ class ReadableStream:
 
 
 @final
-class WritableStream:
+class WritableStream(_Half):
     """The sending half of a :class:`Socket`."""
 
-    __slots__ = ("_busy", "_socket")
-
-    def __init__(self, socket: Socket) -> None:
-        self._socket = socket
-        self._busy = False
-
-    @property
-    def busy(self) -> bool:
-        """True while a write waits (for the connection, or for the peer to drain)."""
-        return self._busy
+    __slots__ = ()
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` for sending; wait while more than ``high_water_mark`` is unsent.
@@ -194,7 +191,6 @@ class WritableStream:
             )
         if not chunk:
             return
-        sock.bytes_out += len(chunk)
         if sock._state is State.CONNECTING:
             sock._pending.append(chunk)
             sock._pending_size += len(chunk)
@@ -208,6 +204,7 @@ class WritableStream:
             self._check_writable()
         else:
             assert sock._transport is not None
+            sock.bytes_out += len(chunk)  # counted once handed to the connection, not queued
             sock._transport.write(chunk)
         if sock._protocol.write_paused:
             await self._drain()
@@ -228,7 +225,7 @@ class WritableStream:
 
     def _check_writable(self) -> None:
         sock = self._socket
-        sock._check_usable("write", WRITABLE)
+        sock._check_usable("write", () if sock._closing else WRITABLE)
         protocol = sock._protocol
         if sock._write_closed:
             raise SocketClosedError("write after writable.close(); the write side is closed")
@@ -247,10 +244,12 @@ class WritableStream:
         self._busy = True
         try:
             while protocol.write_paused:
-                sock._check_usable("write")
                 if protocol.lost:
+                    # The peer reset or the network failed while we waited: say so (with the
+                    # OS error as the cause) before saying the connection is gone.
                     sock._raise_if_broken()
                     raise SocketClosedError("write on a socket whose connection has ended")
+                sock._check_usable("write")
                 await protocol.wait_drained()
         finally:
             self._busy = False

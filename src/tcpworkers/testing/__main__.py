@@ -67,11 +67,11 @@ async def _peers(echo_port: int, blast_port: int) -> int:
         "serve the benchmark worker against them: tcpworkers dev examples/bench_worker.py "
         f"--var ECHO_PORT={echo_port} --var BLAST_PORT={blast_port}"
     )
-    print("Ctrl-C stops them", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)  # before saying so: a test may signal at once
+    print("Ctrl-C stops them", flush=True)
     async with echo, blast:
         await stop.wait()
     return 0

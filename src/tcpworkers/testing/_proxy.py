@@ -1,5 +1,8 @@
 """A TCP proxy to a loopback target that injects one fault per connection.
 
+Size: a little over the ~450-line guideline: the relay, its two sides and the fault kinds are
+one state machine (who forwards what, when a fault fires), kept in one file.
+
 Theory of operation: every accepted client connection gets a :class:`_Relay` holding two
 transports, the client side (accepted) and the upstream side (opened to the target once the
 client connected). Each side's protocol (:class:`_Side`) only forwards its events to the relay,

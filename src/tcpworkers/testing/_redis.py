@@ -36,6 +36,7 @@ class LocalRedis:
         host: ``"127.0.0.1"``.
         port: the plaintext port.
         tls_port: the TLS port (``0`` without ``ca``).
+        unix_socket: the path of its Unix socket.
         ca_file: the CA certificate's path when started with ``ca``, else ``None``.
     """
 
@@ -47,6 +48,7 @@ class LocalRedis:
         self.host = "127.0.0.1"
         self.port = 0
         self.tls_port = 0
+        self.unix_socket = ""
         self.ca_file: str | None = None
         self._proc: ServerProcess | None = None
 
@@ -70,6 +72,7 @@ class LocalRedis:
         proc = self._proc = ServerProcess("tcpworkers-redis-")
         try:
             self.port = free_port(self.host)
+            self.unix_socket = str(proc.directory / "redis.sock")
             tls: list[str] = []
             if self._ca is not None:
                 self.tls_port = free_port(self.host)
@@ -103,6 +106,10 @@ class LocalRedis:
                 "no",
                 "--daemonize",
                 "no",
+                "--unixsocket",
+                self.unix_socket,
+                "--unixsocketperm",
+                "700",
                 *tls,
             ]
             proc.start(argv, self._ready, f"redis-server on {self.host}:{self.port}")

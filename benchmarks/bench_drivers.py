@@ -1,0 +1,351 @@
+"""What the runtime adds to a driver's new-connection query, against the same driver in a plain
+asyncio program.
+
+A measurement, not a test: it prints a table and writes JSON, and exits 0 whatever the numbers.
+
+Per driver, one *request* is: open a new connection, run one query (or one command, or one GET),
+close the connection; requests run one after another. Variants, all in this process, in the same
+run, interleaved round by round (A B C, then C B A):
+
+1. ``plain``: the driver on a plain event loop (uvloop, or the stdlib loop with
+   ``--loop asyncio``), no tcpworkers at all. The baseline.
+2. ``scope``: the gated loop (``tcpworkers.drivers.gated_loop_factory``), each request inside a
+   ``request_scope()``: the gate's policy check, slot and accounting and the scope's clean-up.
+3. ``runtime``: the gated loop, each request an HTTP request handled by ``WorkerApp`` (the ASGI
+   application ``tcpworkers dev/serve`` runs), called in-process with an ASGI ``http`` scope:
+   the worker's ``fetch(request, env, ctx)`` runs the driver code; Request/Response objects,
+   the request scope, the gate, the response sent back through ASGI ``send``. The HTTP front
+   door (uvicorn, httptools) is not included: ``bench_http.py`` measures it, and it costs the
+   same whatever the handler does.
+
+Drivers and servers (the machine's services, as in the tests): asyncpg (PostgreSQL,
+127.0.0.1:5432, ``SELECT 1``), asyncmy and aiomysql (MariaDB, 127.0.0.1:3306, root, ``SELECT 1``),
+redis.asyncio (127.0.0.1:6379, ``GET``), and aiohttp and httpx (default transport) against a
+small HTTP/1.1 server in a child process (``Connection: close``, so every GET connects anew).
+psycopg 3 is not measured: inside a request it is refused (see docs/drivers.md).
+
+Figures (per variant, medians over rounds): **p50 µs** and **p99 µs** per request,
+**added** the median over rounds of (variant p50 / plain p50 of the same round - 1), with the
+lowest and highest round (**spread**); **CPU µs** this process's CPU time per request (the
+driver's and tcpworkers' Python work; the servers are other processes) and **+CPU µs** the
+median over rounds of the difference to ``plain``. On a busy machine the latencies swing with
+the load, the CPU figures much less: +CPU µs is what the runtime itself costs per request.
+
+Target (issue 11): the runtime adds less than **10 %** to a
+new-connection query (PASS/MISS, informational, judged on the ``runtime`` row's added p50).
+
+Run: ``.venv/bin/python benchmarks/bench_drivers.py [--quick] [--rounds N] [--requests N]
+[--drivers asyncpg,asyncmy,...] [--loop uvloop|asyncio]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from _common import (
+    LoopName,
+    environment,
+    format_table,
+    load_average,
+    loop_factory,
+    median,
+    percentile,
+    positive_int,
+    progress,
+    write_json,
+)
+from _http_peer import HttpPeer
+from tcpworkers.drivers import gated_loop_factory
+from tcpworkers.scope import request_scope
+
+TARGET: Final = 0.10
+WARMUP: Final = 20
+VARIANTS: Final = ("plain", "scope", "runtime")
+PG_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL: Final = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "db": "test"}
+
+Request = Callable[[], Awaitable[None]]
+
+
+def make_requests(http_url: str) -> tuple[dict[str, Request], Callable[[], Awaitable[None]]]:
+    """One new-connection request per driver (imports are lazy: a missing driver fails alone)."""
+
+    async def asyncpg_request() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+
+    async def asyncmy_request() -> None:
+        import asyncmy
+
+        conn = await asyncmy.connect(**MYSQL)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+        finally:
+            await conn.ensure_closed()
+
+    async def aiomysql_request() -> None:
+        import aiomysql
+
+        conn = await aiomysql.connect(**MYSQL)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+        finally:
+            await conn.ensure_closed()
+
+    async def redis_request() -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        try:
+            await client.get("tcpworkers:bench_drivers:missing")
+        finally:
+            await client.aclose()
+
+    # The HTTP clients are made once per measurement, as a worker would keep one (making an
+    # httpx client loads the CA bundle: ~10 ms); the server closes every connection, so each
+    # GET still connects anew.
+    clients: dict[str, Any] = {}
+
+    async def aiohttp_request() -> None:
+        import aiohttp
+
+        if "aiohttp" not in clients:
+            clients["aiohttp"] = aiohttp.ClientSession()
+        async with clients["aiohttp"].get(http_url) as response:
+            assert await response.read() == b"ok"
+
+    async def httpx_request() -> None:
+        import httpx
+
+        if "httpx" not in clients:
+            clients["httpx"] = httpx.AsyncClient()
+        response = await clients["httpx"].get(http_url)
+        assert response.content == b"ok"
+
+    async def close_clients() -> None:
+        for client in clients.values():
+            await (client.close() if hasattr(client, "connector") else client.aclose())
+        clients.clear()
+
+    return {
+        "asyncpg": asyncpg_request,
+        "asyncmy": asyncmy_request,
+        "aiomysql": aiomysql_request,
+        "redis": redis_request,
+        "aiohttp": aiohttp_request,
+        "httpx": httpx_request,
+    }, close_clients
+
+
+def runtime_app(request: Request) -> Any:
+    """The WorkerApp serving a worker whose fetch() runs ``request``."""
+    from tcpworkers import Response
+    from tcpworkers.runtime import RuntimeSettings, Worker, WorkerApp
+
+    async def fetch(req: Any, env: Any, ctx: Any) -> Any:
+        await request()
+        return Response("ok")
+
+    return WorkerApp(Worker.from_object(fetch, name="bench"), RuntimeSettings())
+
+
+_HTTP_SCOPE: Final = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.3"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"127.0.0.1")],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8787),
+}
+
+
+async def call_app(app: Any) -> None:
+    """One in-process ASGI request: no body, collect the response, check it is 200 ok."""
+    sent: list[dict[str, Any]] = []
+    requested = False
+    complete = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        # As uvicorn: the body once, then http.disconnect once the response is complete.
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        body_done = message["type"] == "http.response.body" and not message.get("more_body")
+        if body_done and not complete.done():
+            complete.set_result(None)
+
+    await app(dict(_HTTP_SCOPE), receive, send)
+    if sent[0].get("status") != 200:
+        raise RuntimeError(f"the worker answered {sent}")
+
+
+async def measure(
+    variant: str, request: Request, cleanup: Callable[[], Awaitable[None]], count: int
+) -> tuple[list[float], float]:
+    """Latencies (seconds) of ``count`` requests after a warm-up, and this process's CPU time
+    per request (seconds)."""
+    if variant == "plain":
+
+        async def one() -> None:
+            await request()
+
+    elif variant == "scope":
+
+        async def one() -> None:
+            async with request_scope():
+                await request()
+
+    else:
+        app = runtime_app(request)
+
+        async def one() -> None:
+            await call_app(app)
+
+    for _ in range(WARMUP):
+        await one()
+    latencies = []
+    cpu_started = time.process_time()
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+        cpu = (time.process_time() - cpu_started) / count
+    finally:
+        await cleanup()
+    return latencies, cpu
+
+
+def run_variant(
+    loop: LoopName,
+    variant: str,
+    request: Request,
+    cleanup: Callable[[], Awaitable[None]],
+    count: int,
+) -> tuple[list[float], float]:
+    factory = (
+        loop_factory(loop)
+        if variant == "plain"
+        else gated_loop_factory(prefer_uvloop=loop == "uvloop")
+    )
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(measure(variant, request, cleanup, count))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=positive_int, default=10)
+    parser.add_argument("--requests", type=positive_int, default=100)
+    parser.add_argument("--drivers", default="asyncpg,asyncmy,aiomysql,redis,aiohttp,httpx")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 60 requests")
+    args = parser.parse_args()
+    rounds, count = (2, 60) if args.quick else (args.rounds, args.requests)
+    loop: LoopName = args.loop
+    load_before = load_average()
+    results: dict[str, Any] = {}
+    rows = []
+    with HttpPeer() as http:
+        requests, cleanup = make_requests(http.url)
+        for name in args.drivers.split(","):
+            if name not in requests:
+                raise SystemExit(f"unknown driver {name!r}; choose from {', '.join(requests)}")
+            per_round: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+            for index in range(rounds):
+                order = VARIANTS if index % 2 == 0 else tuple(reversed(VARIANTS))
+                for variant in order:
+                    progress(f"{name}: round {index + 1}/{rounds}, {variant}")
+                    latencies, cpu = run_variant(loop, variant, requests[name], cleanup, count)
+                    latencies.sort()
+                    per_round[variant].append(
+                        {
+                            "p50": percentile(latencies, 50),
+                            "p99": percentile(latencies, 99),
+                            "cpu": cpu,
+                        }
+                    )
+            summary: dict[str, Any] = {}
+            for variant in VARIANTS:
+                added = [
+                    r["p50"] / base["p50"] - 1
+                    for r, base in zip(per_round[variant], per_round["plain"], strict=True)
+                ]
+                added_cpu = [
+                    r["cpu"] - base["cpu"]
+                    for r, base in zip(per_round[variant], per_round["plain"], strict=True)
+                ]
+                summary[variant] = {
+                    "cpu_us": median([r["cpu"] for r in per_round[variant]]) * 1e6,
+                    "added_cpu_us": median(added_cpu) * 1e6,
+                    "p50_us": median([r["p50"] for r in per_round[variant]]) * 1e6,
+                    "p99_us": median([r["p99"] for r in per_round[variant]]) * 1e6,
+                    "added_p50": median(added),
+                    "added_min": min(added),
+                    "added_max": max(added),
+                }
+                verdict = ""
+                if variant == "runtime":
+                    verdict = "PASS" if median(added) < TARGET else "MISS"
+                rows.append(
+                    [
+                        f"{name} {variant}",
+                        f"{summary[variant]['p50_us']:.0f}",
+                        f"{summary[variant]['p99_us']:.0f}",
+                        "" if variant == "plain" else f"{median(added):+.1%}",
+                        "" if variant == "plain" else f"{min(added):+.1%}..{max(added):+.1%}",
+                        f"{summary[variant]['cpu_us']:.0f}",
+                        "" if variant == "plain" else f"{median(added_cpu) * 1e6:+.0f}",
+                        verdict,
+                    ]
+                )
+            results[name] = {"summary": summary, "rounds": per_round}
+    print(
+        f"bench_drivers: {loop}, {rounds} rounds x {count} requests per variant, "
+        f"new connection per request; target: runtime adds < {TARGET:.0%}"
+    )
+    headers = ["driver / variant", "p50 µs", "p99 µs", "added", "spread", "CPU µs", "+CPU µs", ""]
+    print(format_table(headers, rows))
+    path = write_json(
+        f"bench_drivers-{loop}",
+        {
+            "environment": environment(loop)
+            | {"load_before": load_before, "load_after": load_average()},
+            "config": {"rounds": rounds, "requests": count, "warmup": WARMUP},
+            "target_added": TARGET,
+            "results": results,
+        },
+    )
+    print(f"raw figures: {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,130 @@
+"""Connections a driver opens *because of* another one: the gate must not treat them as new.
+
+Two driver habits, each checked against the pinned driver versions by tests/drivers/:
+
+**Query cancellation.** PostgreSQL cancels a running query only through a second connection
+that carries a CancelRequest (backend pid + secret key); asyncpg opens it from a background
+task (``Connection._cancel``) when a query times out or its task is cancelled. In a request at
+its socket limit, that connection would wait for a slot held by the very connection it is
+cancelling: the query runs on, the slot never frees, and asyncpg terminates the connection once
+``slot_timeout`` expires. :func:`is_cancel_request` recognises the task, and the gate admits the
+connection at once, over the limit (still policy-checked, counted and closed at request end; it
+lives for one round trip). Driver tasks are recognised by module and qualified name in
+:data:`CANCEL_TASKS`.
+
+**TLS upgrade by re-connecting the same socket.** The MySQL drivers (asyncmy, aiomysql) switch to
+TLS mid-handshake by duplicating the socket's file descriptor, closing their plain transport and
+calling ``create_connection(sock=<the duplicate>, ssl=...)``. It is the same TCP connection: the
+gate recognises it by the socket's identity (the inode every duplicate of a socket shares) among
+the request's open connections and lets the new transport take over the old one's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import weakref
+from typing import Any, Final, Protocol
+
+from tcpworkers.scope import RequestScope, ScopedResource
+from tcpworkers.sockets._address import format_hostport
+
+__all__ = [
+    "CANCEL_TASKS",
+    "claim_slot",
+    "describe_peer",
+    "is_cancel_request",
+    "remember_socket",
+    "same_socket_as",
+    "take_slot",
+]
+
+# (module, qualified name) of coroutines that only ever open a connection to cancel a query.
+CANCEL_TASKS: Final = frozenset({("asyncpg.connection", "Connection._cancel")})
+
+# Per request: socket inode -> the connection that owns it now.
+_by_scope: weakref.WeakKeyDictionary[RequestScope, dict[int, ScopedResource]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def is_cancel_request() -> bool:
+    """True when the running task is a driver's query cancellation (see the module docstring)."""
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    coro: Any = task.get_coro()
+    code = getattr(coro, "cr_code", None)
+    frame = getattr(coro, "cr_frame", None)
+    if code is None or frame is None:
+        return False
+    return (frame.f_globals.get("__name__"), code.co_qualname) in CANCEL_TASKS
+
+
+class _Described(ScopedResource, Protocol):
+    description: str
+    bytes_in: int
+    bytes_out: int
+
+
+async def claim_slot(scope: RequestScope, conn: _Described, sock: Any) -> None:
+    """Take a slot for ``conn`` (see :func:`take_slot`), unless ``sock`` is a duplicate of the
+    socket of a connection its driver just closed (the MySQL drivers' TLS upgrade): then
+    ``conn`` continues that connection, its slot and its byte counts."""
+    previous = None if sock is None else same_socket_as(scope, sock)
+    if previous is None:
+        await take_slot(scope, conn)
+        return
+    conn.bytes_in, conn.bytes_out = previous.bytes_in, previous.bytes_out
+    scope.hand_over(previous, conn)
+
+
+async def take_slot(scope: RequestScope, conn: _Described) -> None:
+    """Wait for a slot, except for a query cancellation, which is admitted at once."""
+    if is_cancel_request():
+        conn.description += " (query cancellation)"
+        scope.admit(conn)
+    else:
+        await scope.acquire(conn)
+
+
+def describe_peer(sock: socket.socket) -> str:
+    """``127.0.0.1:5432`` or ``unix:/path`` for a connected socket a driver handed over."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "a given socket"
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{peer}"
+    return format_hostport(peer[0], peer[1])
+
+
+def _identity(sock: Any) -> int | None:
+    """The inode of a socket (shared by every duplicate of its file descriptor)."""
+    try:
+        return os.fstat(sock.fileno()).st_ino
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def remember_socket(scope: RequestScope, sock: Any, owner: ScopedResource) -> None:
+    """Note that ``owner`` (a connection of ``scope``) runs on ``sock``."""
+    identity = _identity(sock)
+    if identity is not None:
+        _by_scope.setdefault(scope, {})[identity] = owner
+
+
+def same_socket_as(scope: RequestScope, sock: Any) -> ScopedResource | None:
+    """The open connection of ``scope`` that already runs on ``sock`` (a duplicate of its
+    file descriptor), if any."""
+    known = _by_scope.get(scope)
+    if not known:
+        return None
+    identity = _identity(sock)
+    if identity is None:
+        return None
+    owner = known.get(identity)
+    if owner is None or not scope.owns(owner) or not owner.is_done():
+        return None  # only a connection its driver has just closed is continued
+    return owner

@@ -1,0 +1,120 @@
+"""Serving ASGI-application workers (FastAPI, Starlette): HTTP requests under the same kind
+of scope and wall-time deadline as fetch workers, and WebSockets (see ``_app.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tcpworkers.errors import ClientGone
+from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
+from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._exchange import Exchange, RequestRun
+from tcpworkers.runtime._respond import Responder, end_scope
+from tcpworkers.scope import RequestScope, use_scope
+
+__all__ = ["AsgiServing"]
+
+logger = logging.getLogger("tcpworkers.runtime")
+
+
+class AsgiServing(Responder):
+    """``WorkerApp``'s half that serves ASGI-application workers."""
+
+    async def _serve_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.worker.asgi_app
+        assert app is not None
+        run = RequestRun.begin(
+            scope, send, policy=self.settings.policy, limits=self.settings.limits
+        )
+        exchange, ctx, label = run.exchange, run.ctx, run.label
+        state = dict(scope.get("state") or {})
+        state["env"] = self.env
+        state["ctx"] = ctx
+        inner_scope = {**scope, "state": state}
+
+        async def tracked_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                exchange.status = message["status"]
+                exchange.started = True
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                exchange.complete = True
+            await send(message)
+
+        async def tracked_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not exchange.complete:
+                exchange.disconnected = True
+            return message
+
+        with use_scope(run.request_scope):
+            responded = False
+            try:
+                timeout = asyncio.timeout_at(run.deadline)
+                try:
+                    if not self._bindings_life.ready:
+                        await self._bindings_life.ensure_started()
+                    async with timeout:
+                        await app(inner_scope, tracked_receive, tracked_send)
+                except TimeoutError as exc:
+                    if not timeout.expired():
+                        await self._asgi_failed(exchange, exc, label)
+                    else:
+                        await self._wall_time_exceeded(exchange, exc, label)
+                except OSError as exc:
+                    if not exchange.disconnected:  # else: the client left, nothing to report
+                        await self._asgi_failed(exchange, exc, label)
+                except Exception as exc:
+                    await self._asgi_failed(exchange, exc, label)
+                responded = True
+                await self._drain(ctx, label)
+            except asyncio.CancelledError as exc:  # the server's shutdown: see _app.py
+                if not responded:
+                    await self._cut_off(exchange, exc, label)
+            finally:
+                await end_scope(ctx, run.request_scope)
+                self._report(run)
+
+    async def _asgi_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
+        # Logged here and not re-raised: the server would log it a second time. Starlette's
+        # ServerErrorMiddleware has usually sent a 500 already; if nothing was sent, we do.
+        exchange.error = exc
+        logger.error("%s: %s failed", label, self.worker.name, exc_info=exc)
+        if not exchange.started:
+            exchange.status = 500
+            response = self._error_response(exc, label)
+            try:
+                await self._send_response(response, exchange)
+            except ClientGone:
+                exchange.disconnected = True
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.worker.asgi_app
+        if app is None:
+            # fetch workers have no WebSocket API: refuse the handshake (the server sends 403).
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if not self._bindings_life.ready:
+            await self._bindings_life.ensure_started()
+        path: str = scope["path"]
+        limits = self.settings.limits
+        # A WebSocket lives as long as it is open: its scope has no wall-time limit.
+        request_scope = RequestScope(
+            self.settings.policy,
+            max_sockets=limits.max_sockets,
+            slot_timeout=limits.slot_timeout,
+            label=f"WebSocket {path}",
+        )
+        ctx = ExecutionContext(request_scope, label=f"WebSocket {path}")
+        state = dict(scope.get("state") or {})
+        state["env"] = self.env
+        state["ctx"] = ctx
+        with use_scope(request_scope):
+            try:
+                await app({**scope, "state": state}, receive, send)
+                await ctx._drain(None)
+            finally:
+                await end_scope(ctx, request_scope)
