@@ -145,3 +145,39 @@ async def test_metrics_render_per_binding(db: PostgresBinding) -> None:
     saved = [ln for ln in text.splitlines() if ln.startswith("tcpworkers_pool_parse_saved_total")]
     assert int(saved[0].split()[-1]) >= 1  # the same statement text, prepared on that server once
     assert render_pool_metrics([]) == ""
+
+
+async def test_directories_of_killed_processes_are_swept(scram_postgres: PgServer) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    # A process that has exited: its pid is free (a killed runtime never removed its directory).
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(done.stdout)
+    with tempfile.TemporaryDirectory() as parent:
+        stale = os.path.join(parent, f"tcpworkers-DB-{dead}-abc")
+        other = os.path.join(parent, "tcpworkers-DBX-1-abc")  # another binding's name: kept
+        for path in (stale, other):
+            os.mkdir(path)
+        binding = PostgresBinding(
+            "DB",
+            parse_dsn(scram_postgres.dsn()),
+            PoolSettings(min_size=1, max_size=1),
+            socket_dir=parent,
+        )
+        await binding.start()
+        directory = binding.host
+        try:
+            assert not await asyncio.to_thread(os.path.exists, stale)
+            assert await asyncio.to_thread(os.path.exists, other)
+            assert os.path.basename(directory).startswith(f"tcpworkers-DB-{os.getpid()}-")
+        finally:
+            await binding.stop()
+        assert not await asyncio.to_thread(os.path.exists, directory)  # removed at stop

@@ -22,6 +22,11 @@ def test_defaults() -> None:
     assert (o.idle_timeout, o.max_lifetime, o.acquire_timeout) == (300.0, 3600.0, 10.0)
     assert o.upstream.host == "db.internal"
     assert o.upstream.password is None
+    assert o.prepared_statements is True
+
+
+def test_prepared_statements_off_for_pgbouncer_in_transaction_mode() -> None:
+    assert parse({"url": URL, "prepared_statements": False}).prepared_statements is False
 
 
 def test_password_from_secrets() -> None:
@@ -58,6 +63,12 @@ def test_url_from_secrets() -> None:
         ({"url": URL, "max_size": True}, {}, "bindings.DB.max_size", "whole number"),
         ({"url": URL, "acquire_timeout": 0}, {}, "bindings.DB.acquire_timeout", "positive"),
         ({"url": URL, "idle_timeout": "5m"}, {}, "bindings.DB.idle_timeout", "positive"),
+        (
+            {"url": URL, "prepared_statements": "no"},
+            {},
+            "bindings.DB.prepared_statements",
+            "true or",
+        ),
     ],
 )
 def test_errors(options: dict[str, object], secrets: dict[str, str], key: str, needle: str) -> None:

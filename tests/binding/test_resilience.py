@@ -96,6 +96,33 @@ async def test_binding_through_a_real_pgbouncer(scram_postgres: PgServer) -> Non
             assert answers == [[1, 2]] * 20
 
 
+async def test_binding_through_pgbouncer_in_transaction_mode(scram_postgres: PgServer) -> None:
+    # PgBouncer in transaction mode hands each transaction to whichever backend is free, so the
+    # binding must not keep prepared statements (prepared_statements = false). asyncpg's own
+    # statement cache stays on: the pool maps its named statements to unnamed ones.
+    assert scram_postgres.password is not None
+    async with PgBouncer(
+        scram_postgres.host,
+        scram_postgres.port,
+        users={scram_postgres.user: scram_postgres.password},
+        auth_type="scram-sha-256",
+        pool_mode="transaction",
+        pool_size=2,
+    ) as bouncer:
+        dsn = bouncer.dsn(scram_postgres.user, scram_postgres.database)
+        binding = PostgresBinding(
+            "DB",
+            parse_dsn(dsn),
+            PoolSettings(min_size=1, max_size=4, prepared_statements=False),
+        )
+        await binding.start()
+        try:
+            answers = await asyncio.gather(*(select_twice(binding) for _ in range(20)))
+            assert answers == [[1, 2]] * 20
+        finally:
+            await binding.stop()
+
+
 # -- restart -----------------------------------------------------------------------------------
 
 

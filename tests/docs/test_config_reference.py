@@ -157,7 +157,9 @@ def test_the_postgres_binding_keys_match_the_binding() -> None:
         if expected is None:
             assert key.dev is None, name
         else:
-            assert key.dev == repr(expected), name
+            assert key.dev == (_toml(expected) if isinstance(expected, bool) else repr(expected)), (
+                name
+            )
     # Every example is accepted by the binding's own validation.
     url = tomllib.loads(f"v = {keys['url'].example}")["v"]
     examples = {n: tomllib.loads(f"v = {keys[n].example}")["v"] for n in BINDING_KEYS_WITH_DEFAULTS}

@@ -7,6 +7,7 @@ is a loopback server, and every denial comes from a policy that refuses loopback
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import socketserver
@@ -82,7 +83,6 @@ async def stream_socket(request: Request, env: Env, ctx: ExecutionContext) -> Re
     return Response(sock.readable, headers={"content-type": "text/plain"})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 3")
 async def test_a_socket_that_never_opened_is_a_502_with_the_reason_in_dev(
     refused_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -93,7 +93,6 @@ async def test_a_socket_that_never_opened_is_a_502_with_the_reason_in_dev(
     assert f"127.0.0.1:{refused_port}" in response.text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 3")
 async def test_a_socket_that_never_opened_is_a_plain_502_in_serve(refused_port: int) -> None:
     async with serve_worker(stream_socket, RuntimeSettings(mode="serve")) as server:
         response = await server.client.get("/", params={"port": refused_port})
@@ -101,7 +100,6 @@ async def test_a_socket_that_never_opened_is_a_plain_502_in_serve(refused_port: 
     assert response.text == "Bad Gateway"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 3")
 async def test_a_socket_failing_after_the_headers_ends_the_body_detectably_and_logs_once(
     reset_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -169,3 +167,36 @@ def test_dev_with_egress_config_applies_it_outside_request_scopes(
             for probe in ("connect", "driver", "fetch"):
                 text = _get(server.url, how, echo_port, probe)
                 assert text.startswith(DENIED), (how, probe, text)
+
+
+# -- item 13: the access log of an asyncpg request is true ---------------------------------------
+
+
+async def asyncpg_worker(request: Request, env: Env, ctx: ExecutionContext) -> Response:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=int(request.query["port"]), user="postgres", database="test"
+    )
+    try:
+        value = await conn.fetchval("SELECT repeat('z', 3000)")
+    finally:
+        await conn.close()
+    return Response(str(len(value)))
+
+
+async def test_an_asyncpg_request_records_the_bytes_on_the_wire() -> None:
+    from tests.drivers.test_gate_hardening import CountingRelay
+
+    from .worker_helpers import Recorder
+
+    recorder = Recorder()
+    async with CountingRelay(("127.0.0.1", 5432)).running() as relay:
+        async with serve_worker(asyncpg_worker, observers=[recorder]) as server:
+            response = await server.client.get("/", params={"port": relay.port})
+            assert response.text == "3000"
+            (record,) = await recorder.wait_for(1)
+        await asyncio.wait_for(relay.done.wait(), 5)
+    assert record.stats.sockets_opened == 1
+    assert record.stats.bytes_out == relay.upstream_bytes > 0
+    assert record.stats.bytes_in == relay.downstream_bytes > 3000

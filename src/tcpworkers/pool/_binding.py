@@ -200,14 +200,30 @@ class PostgresBinding:
                 raise
             self._pool = pool
             try:
-                self._dir = await asyncio.to_thread(
-                    tempfile.mkdtemp, prefix=f"tcpworkers-{self.name}-", dir=self._parent
-                )  # mkdtemp creates it 0700
+                self._dir = await asyncio.to_thread(self._make_dir)
                 self._server = await asyncio.start_unix_server(self._on_client, self.socket_path)
             except BaseException:
                 await self.stop()
                 raise
         register_local_endpoint(self.socket_path)
+
+    def _make_dir(self) -> str:
+        """A new private directory (mkdtemp: mode 0700) named after this process, after
+        removing those that processes which no longer exist left behind (killed, not stopped)."""
+        parent = self._parent or tempfile.gettempdir()
+        stem = f"tcpworkers-{self.name}-"
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(parent):
+                pid = entry.name[len(stem) :].partition("-")[0]
+                if (
+                    entry.name.startswith(stem)
+                    and pid.isdigit()
+                    and not _alive(int(pid))
+                    and entry.is_dir(follow_symlinks=False)
+                    and entry.stat().st_uid == os.getuid()
+                ):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+        return tempfile.mkdtemp(prefix=f"{stem}{os.getpid()}-", dir=parent)
 
     async def _start_later(self, pool: Pool) -> None:
         delay = _RETRY_FIRST
@@ -288,3 +304,13 @@ class PostgresBinding:
 
     async def _cancel(self, backend_pid: int, backend_secret: int) -> None:
         await cancel_query(self.upstream, backend_pid, backend_secret)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True

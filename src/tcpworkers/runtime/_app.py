@@ -64,6 +64,7 @@ from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
 from tcpworkers.runtime._serve_asgi import AsgiServing
 from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
+from tcpworkers.runtime._socket_body import install_log_filter
 from tcpworkers.runtime._worker import Worker
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
@@ -118,6 +119,7 @@ class WorkerApp(FetchServing, AsgiServing):
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
         self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
+        install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -375,6 +375,17 @@ SCHEMA: Final = (
                 "error with SQLSTATE 53300 naming the binding and the setting to raise.",
                 "10",
             ),
+            ConfigKey(
+                "bindings.NAME.prepared_statements",
+                "boolean",
+                "true",
+                "true",
+                "Keep the statements the pool prepares on each server connection (a repeated "
+                "Parse costs no round trip). Set `false` when `url` points at a PgBouncer in "
+                "transaction mode, which moves server connections between backends: statements "
+                "are then prepared unnamed, per transaction.",
+                "false",
+            ),
         ),
     ),
 )

@@ -56,6 +56,7 @@ class Exchange:
         "disconnected",
         "error",
         "head",
+        "origin",
         "phase",
         "started",
         "status",
@@ -72,6 +73,7 @@ class Exchange:
         self.complete = False
         self.disconnected = False
         self.error: BaseException | None = None
+        self.origin: str | None = None  # where the worker streamed a socket into the response
         self._cancel_requested = False
 
     def client_gone(self) -> None:

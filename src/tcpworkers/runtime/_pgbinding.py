@@ -11,6 +11,7 @@ max_size = 10           # at most, per process (serve --workers N: N times this)
 idle_timeout = 300      # close idle connections above min_size after this many seconds
 max_lifetime = 3600     # replace a connection this old when it is next idle
 acquire_timeout = 10    # a client waits this long for a connection, then gets SQLSTATE 53300
+prepared_statements = true  # false when url is a PgBouncer in transaction mode
 ```
 
 Every error names the file, the key and the fix, like the rest of ``tcpworkers.toml``.
@@ -49,6 +50,7 @@ POSTGRES_KEYS: Final = (
     "idle_timeout",
     "max_lifetime",
     "acquire_timeout",
+    "prepared_statements",
 )
 _DEFAULTS: Final[Mapping[str, float]] = {
     "min_size": 1,
@@ -56,6 +58,7 @@ _DEFAULTS: Final[Mapping[str, float]] = {
     "idle_timeout": 300.0,
     "max_lifetime": 3600.0,
     "acquire_timeout": 10.0,
+    "prepared_statements": True,
 }
 
 
@@ -70,6 +73,7 @@ class PostgresOptions:
     idle_timeout: float
     max_lifetime: float
     acquire_timeout: float
+    prepared_statements: bool = True
 
 
 def parse_postgres_options(
@@ -133,7 +137,21 @@ def parse_postgres_options(
         idle_timeout=_seconds(options, "idle_timeout", error),
         max_lifetime=_seconds(options, "max_lifetime", error),
         acquire_timeout=_seconds(options, "acquire_timeout", error),
+        prepared_statements=_prepared_statements(options, error),
     )
+
+
+def _prepared_statements(options: Mapping[str, object], error: _Error) -> bool:
+    # False: the upstream moves server connections between backends under us (PgBouncer in
+    # transaction mode), so nothing the pool prepares may outlive the transaction that uses it.
+    value = options.get("prepared_statements", _DEFAULTS["prepared_statements"])
+    if not isinstance(value, bool):
+        raise error(
+            "prepared_statements",
+            f"expected true or false, got {value!r} (false when url points at a PgBouncer in "
+            "transaction mode)",
+        )
+    return value
 
 
 def _url(options: Mapping[str, object], secrets: Mapping[str, str], error: _Error) -> str:
@@ -186,6 +204,7 @@ def make_postgres_binding(options: PostgresOptions) -> PostgresBinding:
         idle_timeout=options.idle_timeout,
         max_lifetime=options.max_lifetime,
         acquire_timeout=options.acquire_timeout,
+        prepared_statements=options.prepared_statements,
     )
     return PostgresBinding(options.name, options.upstream, settings)
 

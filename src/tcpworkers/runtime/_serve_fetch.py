@@ -15,6 +15,7 @@ from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
 from tcpworkers.runtime._respond import Responder, end_scope, plain_response
+from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
 from tcpworkers.scope import use_scope
 
 __all__ = ["FetchServing"]
@@ -100,6 +101,14 @@ class FetchServing(Responder):
         if response is None:  # the client left while the handler failed
             return
         exchange.phase = Phase.STREAMING
+        if response._origin is not None:
+            # Response(sock.readable): no status line before the socket opened (a 502 if not).
+            exchange.origin = response._origin
+            failure = await open_failure(response._body.stream)
+            if failure is not None:
+                exchange.error = failure
+                dev = self.settings.mode == "dev"
+                response = bad_gateway(failure, label, response._origin, dev=dev)
         await self._send_response(response, exchange, inbound)
         exchange.phase = Phase.DONE
 
@@ -107,6 +116,8 @@ class FetchServing(Responder):
         # The response had started (errors before that became a 500 in _call_handler): all we
         # can do is abort it, which the server does when the app returns without completing.
         exchange.error = exc
+        if log_broken_stream(exc, label, exchange.origin):
+            return
         logger.error("%s: the response body failed while being sent; aborted", label, exc_info=exc)
 
     async def _call_handler(
