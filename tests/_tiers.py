@@ -35,9 +35,9 @@ DIRECTORY_TIERS: Final = {
     "drivers": "integration",
     "pool": "integration",
     "binding": "integration",
-    "localpg": "integration",
-    "demo": "integration",
     "docs": "integration",
+    "demo": "slow",  # scripts/demo and a browser
+    "localpg": "slow",  # initdb and postgres processes
 }
 
 # Files whose tier differs from their directory's, for files that do not mark themselves
@@ -45,6 +45,10 @@ DIRECTORY_TIERS: Final = {
 FILE_TIERS: Final = {
     "pool/test_wire.py": "unit",
     "binding/test_dsn.py": "unit",
+    "docs/test_config_reference.py": "unit",
+    "docs/test_readme_examples.py": "slow",  # tcpworkers check as subprocesses
+    "docs/test_dockerfile.py": "slow",  # tcpworkers check and serve as subprocesses
+    "testing/test_peers_command.py": "slow",  # subprocesses
 }
 
 # Audit events that mean real I/O beyond memory (sys.addaudithook, PEP 578).

@@ -51,6 +51,7 @@ READ: dict[str, Callable[[Config], object]] = {
     "limits.max_sockets": lambda c: c.runtime.limits.max_sockets,
     "limits.slot_timeout": lambda c: c.runtime.limits.slot_timeout,
     "limits.wall_time": lambda c: c.runtime.limits.wall_time,
+    "limits.wait_until_time": lambda c: c.runtime.limits.wait_until_time,
     "limits.max_header_size": lambda c: c.runtime.limits.max_header_size,
     "limits.max_headers": lambda c: c.runtime.limits.max_headers,
     "limits.header_timeout": lambda c: c.runtime.limits.header_timeout,

@@ -307,7 +307,7 @@ async def test_wall_time_limit_aborts_a_response_in_progress() -> None:
     assert isinstance(record.error, TimeoutError)
 
 
-async def test_wall_time_limit_cancels_wait_until_work(caplog: pytest.LogCaptureFixture) -> None:
+async def test_wait_until_time_cancels_wait_until_work(caplog: pytest.LogCaptureFixture) -> None:
     cancelled = asyncio.Event()
 
     async def lingering(request: Request, env: Env, ctx: ExecutionContext) -> Response:
@@ -321,12 +321,12 @@ async def test_wall_time_limit_cancels_wait_until_work(caplog: pytest.LogCapture
         return Response("sent")
 
     recorder = Recorder()
-    settings = RuntimeSettings(limits=Limits(wall_time=0.2))
+    settings = RuntimeSettings(limits=Limits(wait_until_time=0.2))
     async with serve_worker(lingering, settings, observers=[recorder]) as server:
         assert (await server.client.get("/")).text == "sent"
         await recorder.wait_for(1)
     assert cancelled.is_set()
-    assert any("wait_until tasks were still running" in r.getMessage() for r in caplog.records)
+    assert any("past wait_until_time of 0.2s" in r.getMessage() for r in caplog.records)
 
 
 async def test_an_observer_that_raises_is_logged_not_fatal(

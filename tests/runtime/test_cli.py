@@ -150,7 +150,7 @@ def test_check_prints_a_summary(tmp_path: Path) -> None:
         f"config:   {config}",
         "mode:     serve",
         "egress:   serve + 1 rule",
-        "limits:   max_sockets=6, slot_timeout=30s, wall_time=5s",
+        "limits:   max_sockets=6, slot_timeout=30s, wall_time=5s, wait_until_time=30s",
         "vars:     GREETING, EXTRA",
         "secrets:  API_KEY (from $CHECK_API_KEY)",
         "bindings: none",

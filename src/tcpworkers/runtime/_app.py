@@ -26,9 +26,18 @@ silently once the client is gone, so without the pump a stream would be copied i
 until its source ended.) The pump's cancellation is told apart from a server's (shutdown) with
 ``Task.uncancel()``, as ``asyncio.timeout`` does.
 
-Limits. ``limits.wall_time`` is one deadline for the whole request: the HANDLER and STREAMING
-phases run under ``asyncio.timeout_at`` (expiry: 504 if nothing was sent, else the response is
-aborted), and ``wait_until`` tasks get what is left (then they are cancelled).
+Limits. ``limits.wall_time`` (default 30 s) is the deadline for the response: the HANDLER and
+STREAMING phases run under ``asyncio.timeout_at`` (expiry: 504 if nothing was sent, else the
+response is aborted). ``wait_until`` tasks then get ``limits.wait_until_time`` (default 30 s)
+of their own, after which they are cancelled. Either expiry is logged once, naming where the
+worker's code was waiting (``_running.py``).
+
+Shutdown. A server that stops waiting for a request (uvicorn after ``shutdown_timeout``)
+cancels its task. The request then ends like any other (scope closed, record reported), with
+one log line for a response that was not complete (and a 503 if nothing was sent) and one per
+cancelled ``wait_until`` task, and the cancellation is not re-raised: uvicorn would log it as
+"Exception in ASGI application". The lifespan shutdown waits for such requests to finish
+ending, and flushes the logs, so that nothing is logged after the server's last line.
 
 ASGI-application workers (FastAPI, Starlette) are called unchanged inside the same kind of
 scope, with ``env`` and ``ctx`` added to ``scope["state"]`` (``request.state.env``); their
@@ -43,12 +52,14 @@ response, errors, the one wall-time/504 handling, the report) in ``_respond.py``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from typing import final
+from typing import Any, Final, final
 
-from tcpworkers.runtime._asgi import Receive, Scope, Send
+from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._env import Binding, Env
 from tcpworkers.runtime._lifespan import Bindings, serve_lifespan
+from tcpworkers.runtime._logging import flush_logs
 from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
 from tcpworkers.runtime._serve_asgi import AsgiServing
 from tcpworkers.runtime._serve_fetch import FetchServing
@@ -57,6 +68,10 @@ from tcpworkers.runtime._socket_body import install_log_filter
 from tcpworkers.runtime._worker import Worker
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
+
+# At lifespan shutdown, how long requests the server just cancelled get to finish ending
+# (closing sockets, reporting); they only clean up, so this is rarely more than milliseconds.
+_SETTLE_TIMEOUT: Final = 5.0
 
 
 @final
@@ -103,15 +118,22 @@ class WorkerApp(FetchServing, AsgiServing):
         self.env = Env(settings.vars, settings.secrets, bindings)
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
+        self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.worker.kind == "asgi":
-                await self._serve_asgi(scope, receive, send)
-            else:
-                await self._serve_fetch(scope, receive, send)
+            task = asyncio.current_task()
+            assert task is not None
+            self._in_flight.add(task)
+            try:
+                if self.worker.kind == "asgi":
+                    await self._serve_asgi(scope, receive, send)
+                else:
+                    await self._serve_fetch(scope, receive, send)
+            finally:
+                self._in_flight.discard(task)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -133,6 +155,24 @@ class WorkerApp(FetchServing, AsgiServing):
         await self._bindings_life.shutdown()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_settled() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self._in_flight:
+                # Requests the server just cancelled finish ending (closing sockets,
+                # reporting) before the bindings stop and the server says its last word.
+                await asyncio.wait(set(self._in_flight), timeout=_SETTLE_TIMEOUT)
+            return message
+
+        async def send_flushed(message: Message) -> None:
+            if message["type"].startswith("lifespan.shutdown."):
+                flush_logs()  # the access lines of the last requests, before the server's
+            await send(message)
+
         await serve_lifespan(
-            self._bindings_life, self.worker.asgi_app, self.worker.name, scope, receive, send
+            self._bindings_life,
+            self.worker.asgi_app,
+            self.worker.name,
+            scope,
+            receive_settled,
+            send_flushed,
         )

@@ -64,6 +64,7 @@ def _summary(config: Config, label: str, worker: Worker) -> list[str]:
     runtime, server = config.runtime, config.server
     limits = runtime.limits
     wall_time = "none" if limits.wall_time is None else f"{limits.wall_time:g}s"
+    wait_until = "none" if limits.wait_until_time is None else f"{limits.wait_until_time:g}s"
     secrets = ", ".join(
         f"{name} (from ${variable})" for name, variable in config.secret_sources.items()
     )
@@ -75,7 +76,7 @@ def _summary(config: Config, label: str, worker: Worker) -> list[str]:
         f"mode:     {config.mode}",
         f"egress:   {config.egress}",
         f"limits:   max_sockets={limits.max_sockets}, slot_timeout={limits.slot_timeout:g}s, "
-        f"wall_time={wall_time}",
+        f"wall_time={wall_time}, wait_until_time={wait_until}",
         f"vars:     {', '.join(runtime.vars) or 'none'}",
         f"secrets:  {secrets or 'none'}",
         f"bindings: {bindings or 'none'}",

@@ -25,7 +25,8 @@ The file lives next to the worker (or is named with ``--config``). Every section
     [limits]
     max_sockets = 6               # simultaneous connections per request
     slot_timeout = 30             # seconds a connection may wait for a slot
-    wall_time = 60                # seconds per request, including ctx.wait_until work
+    wall_time = 30                # seconds to respond (then 504, or the response is aborted)
+    wait_until_time = 30          # seconds ctx.wait_until work may run after the response
     max_header_size = 65536       # bytes of request line + headers (more: 431)
     max_headers = 100             # header lines per request (more: 431)
     header_timeout = 10           # seconds to send a request head (then 408, closed)
@@ -68,7 +69,14 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
 from tcpworkers.runtime._pgbinding import PostgresOptions, parse_postgres_options
-from tcpworkers.runtime._settings import Limits, Mode, RuntimeSettings, VarValue
+from tcpworkers.runtime._settings import (
+    DEFAULT_WAIT_UNTIL_TIME,
+    DEFAULT_WALL_TIME,
+    Limits,
+    Mode,
+    RuntimeSettings,
+    VarValue,
+)
 
 __all__ = [
     "BINDING_TYPES",
@@ -107,6 +115,7 @@ _LIMITS_KEYS: Final = (
     "max_sockets",
     "slot_timeout",
     "wall_time",
+    "wait_until_time",
     "max_header_size",
     "max_headers",
     "header_timeout",
@@ -583,11 +592,13 @@ class _Resolver:
         table = self.table(data, "limits")
         self.check_keys(table, _LIMITS_KEYS, "limits")
         defaults = Limits()
-        wall_time = table.get("wall_time")
         return Limits(
             max_sockets=self.positive_int(table, "max_sockets", "limits", defaults.max_sockets),
             slot_timeout=self.seconds(table, "slot_timeout", "limits", defaults.slot_timeout),
-            wall_time=None if wall_time is None else self.seconds(table, "wall_time", "limits", 0),
+            wall_time=self.seconds(table, "wall_time", "limits", DEFAULT_WALL_TIME),
+            wait_until_time=self.seconds(
+                table, "wait_until_time", "limits", DEFAULT_WAIT_UNTIL_TIME
+            ),
             max_header_size=self.positive_int(
                 table, "max_header_size", "limits", defaults.max_header_size
             ),

@@ -157,7 +157,7 @@ SCHEMA: Final = (
     ),
     Section(
         "limits",
-        "Per-request limits.",
+        "Per-request limits, and the front door's bounds per connection and per process.",
         (
             ConfigKey(
                 "limits.max_sockets",
@@ -179,11 +179,20 @@ SCHEMA: Final = (
             ConfigKey(
                 "limits.wall_time",
                 "positive number of seconds",
-                _NO,
-                _NO,
-                "How long one request may run, from the handler's start until the response is "
-                "sent and its `ctx.wait_until` work is done; 504 when nothing was sent yet. "
-                "No limit when unset.",
+                "30.0",
+                "30.0",
+                "How long one request may take to respond, from the handler's start until the "
+                "response is sent; 504 when nothing was sent yet, else the response is aborted. "
+                "Logged once, naming what was still running.",
+                "60",
+            ),
+            ConfigKey(
+                "limits.wait_until_time",
+                "positive number of seconds",
+                "30.0",
+                "30.0",
+                "How long `ctx.wait_until` work may run on after the response was sent; then it "
+                "is cancelled and logged once, naming each task.",
                 "60",
             ),
             ConfigKey(

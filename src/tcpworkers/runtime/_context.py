@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, final
 
+from tcpworkers.runtime._running import describe_task
 from tcpworkers.scope import RequestScope, use_scope
 
 __all__ = ["ExecutionContext"]
@@ -32,13 +33,15 @@ class ExecutionContext:
         label: how log messages name the request, e.g. ``"GET /orders"``.
     """
 
-    __slots__ = ("_ended", "_label", "_scope", "_tasks")
+    __slots__ = ("_cancelled", "_ended", "_label", "_scope", "_tasks")
 
     def __init__(self, scope: RequestScope | None = None, *, label: str = "request") -> None:
         self._scope = scope
         self._label = label
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = False
+        # What _drain() cancelled when its time was up: where each task was (for the log).
+        self._cancelled: list[str] = []
 
     def wait_until(self, awaitable: Awaitable[object]) -> None:
         """Keep ``awaitable`` running after the response is sent; the request ends after it.
@@ -98,7 +101,8 @@ class ExecutionContext:
         """Internal: wait for every task (including ones they start); then the context ends.
 
         Returns False if ``within`` seconds elapsed first; the remaining tasks are then
-        cancelled.
+        cancelled, and ``_cancelled`` says where each one was. Cancelled from outside (the
+        server shutting down), it cancels the tasks too, with one log line each.
         """
         loop = asyncio.get_running_loop()
         deadline = None if within is None else loop.time() + within
@@ -106,6 +110,7 @@ class ExecutionContext:
             while self._tasks:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
+                    self._cancelled = [describe_task(task) for task in self._tasks]
                     await self._cancel_all()
                     return False
                 await asyncio.wait(set(self._tasks), timeout=remaining)
@@ -113,6 +118,12 @@ class ExecutionContext:
         finally:
             self._ended = True
             if self._tasks:  # cancelled from outside (server shutdown): take the tasks along
+                for task in self._tasks:
+                    logger.warning(
+                        "%s: ctx.wait_until work cancelled at shutdown: %s",
+                        self._label,
+                        describe_task(task),
+                    )
                 await asyncio.shield(self._cancel_all())
 
     async def _cancel_all(self) -> None:

@@ -101,8 +101,8 @@ class FrontDoorProtocol(HttpToolsProtocol):
         self._at_cap = False  # refused at accept: never counted among the connections
         self._refused = False  # answered with a refusal: the rest of the input is dropped
         self._in_head = True  # waiting for (the rest of) a request line and headers
+        self._head_begun = False  # a request's first byte arrived, its headers did not yet
         self._head_bytes = 0
-        self._head_lines = 0
         self._head_restarted = False  # a new head began inside the piece being parsed
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -128,14 +128,13 @@ class FrontDoorProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        limit = self._limits.max_header_size
         # While a head is incomplete, feed the parser no more than the head budget left, so
-        # that it never buffers more than max_header_size of one header.
-        while data and self.parser is not None and not self.transport.is_closing():
-            if self._in_head:
-                room = self._limits.max_header_size - self._head_bytes
-                if room <= 0:
-                    self._refuse_head_size()
-                    return
+        # that it never buffers more than max_header_size of one header. The common case (a
+        # whole small request in one read) is one feed_data() call, as in uvicorn.
+        while data:
+            if self._in_head and len(data) > limit - self._head_bytes:
+                room = limit - self._head_bytes
                 piece, data = data[:room], data[room:]
             else:
                 piece, data = data, b""
@@ -145,9 +144,15 @@ class FrontDoorProtocol(HttpToolsProtocol):
                 return
             if self._in_head and was_in_head and not self._head_restarted:
                 self._head_bytes += len(piece)
-                if self._head_bytes >= self._limits.max_header_size:
+                if self._head_bytes >= limit:
                     self._refuse_head_size()
                     return
+            if data and (self.parser is None or self.transport.is_closing()):
+                return
+        # A head that began but is not complete yet is timed (one timer per slow head, none
+        # for requests that arrive whole).
+        if self._head_begun and self._head_timer is None:
+            self._arm_head_timer()
 
     def _feed(self, piece: bytes) -> bool:
         """Parse ``piece``; False when the connection is being closed or handed over."""
@@ -180,21 +185,19 @@ class FrontDoorProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_lines = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_lines += 1
-        if self._head_lines > self._limits.max_headers:
-            raise _HeadRefused(
-                431, f"more than {self._limits.max_headers} headers (limits.max_headers)"
-            )
-        super().on_header(name, value)
+        self._head_begun = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._disarm_head_timer()
+        self._head_begun = False
+        if self._head_timer is not None:
+            self._disarm_head_timer()
+        # Counted here rather than per header: the head's bytes are bounded already, so the
+        # list cannot grow past what max_header_size allows while it is being parsed.
+        if len(self.headers) > self._limits.max_headers:
+            raise _HeadRefused(
+                431, f"more than {self._limits.max_headers} headers (limits.max_headers)"
+            )
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

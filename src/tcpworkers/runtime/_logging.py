@@ -41,6 +41,7 @@ __all__ = [
     "access_fields",
     "format_access_line",
     "format_bytes",
+    "flush_logs",
     "format_duration",
     "log_config",
     "redact",
@@ -264,6 +265,13 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+def flush_logs() -> None:
+    """Write out what batching handlers still hold (before the server's last log line)."""
+    for name in (None, LOGGER, ACCESS_LOGGER):
+        for handler in logging.getLogger(name).handlers:
+            handler.flush()
 
 
 def log_config(log_format: Literal["text", "json"], *, quiet: bool = False) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Env
-from tcpworkers.runtime._exchange import Exchange, Inbound, RequestRun
+from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
 from tcpworkers.runtime._lifespan import Bindings
+from tcpworkers.runtime._running import describe_traceback
 from tcpworkers.runtime._settings import RequestObserver, RequestRecord, RuntimeSettings
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
@@ -92,16 +93,38 @@ class Responder:
         except ClientGone:
             exchange.disconnected = True
 
-    async def _drain(self, ctx: ExecutionContext, deadline: float | None, label: str) -> None:
+    async def _drain(self, ctx: ExecutionContext, label: str) -> None:
+        """Wait for the ``wait_until`` tasks, up to ``limits.wait_until_time`` after the
+        response; then cancel them, with one line naming each."""
         if not ctx.pending:
             ctx._end()  # later wait_until() calls are refused
             return
-        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-        if not await ctx._drain(remaining if remaining is None else max(remaining, 0.0)):
+        limit = self.settings.limits.wait_until_time
+        if not await ctx._drain(limit):
+            count = len(ctx._cancelled)
             logger.warning(
-                "%s: wait_until tasks were still running at the wall_time limit of %gs; cancelled",
+                "%s: %d ctx.wait_until task%s still running past wait_until_time of %gs after "
+                "the response; cancelled: %s",
                 label,
-                self.settings.limits.wall_time,
+                count,
+                "s" * (count != 1),
+                limit,
+                ", ".join(ctx._cancelled),
+            )
+
+    async def _cut_off(self, exchange: Exchange, exc: BaseException, label: str) -> None:
+        """The server cancelled a request whose response was not complete (its shutdown):
+        one line saying where the worker's code was, and a 503 if nothing was sent yet."""
+        logger.warning(
+            "%s: cancelled by the server's shutdown before the response was complete; "
+            "still running: %s",
+            label,
+            describe_traceback(exc.__traceback__),
+        )
+        exchange.phase = Phase.DONE
+        if not exchange.started:  # the client gets an answer, not a dropped connection
+            await self._send_plain(
+                exchange, http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down"
             )
 
     def _report(self, run: RequestRun, disconnected: bool = False) -> None:
@@ -131,7 +154,12 @@ class Responder:
         wall_time = self.settings.limits.wall_time
         exchange.error = exc
         if not exchange.started:
-            logger.warning("%s exceeded its wall_time of %gs", label, wall_time)
+            logger.warning(
+                "%s exceeded its wall_time of %gs; still running: %s",
+                label,
+                wall_time,
+                interrupted(exc),
+            )
             await self._send_plain(
                 exchange,
                 http.HTTPStatus.GATEWAY_TIMEOUT,
@@ -139,10 +167,18 @@ class Responder:
             )
         else:
             logger.warning(
-                "%s exceeded its wall_time of %gs while sending the response; aborted",
+                "%s exceeded its wall_time of %gs while sending the response; aborted; "
+                "still running: %s",
                 label,
                 wall_time,
+                interrupted(exc),
             )
+
+
+def interrupted(timeout: BaseException) -> str:
+    """Where the worker's code was when a timeout cancelled it: the cancellation that
+    ``asyncio.timeout`` turned into ``TimeoutError`` carries the frames it unwound."""
+    return describe_traceback((timeout.__cause__ or timeout).__traceback__)
 
 
 def plain_response(status: http.HTTPStatus, text: str) -> Response:
@@ -159,8 +195,12 @@ async def end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
     Shielded, so a server cancelling the request cannot cut the clean-up short; skipped when
     there is nothing to clean up (the common case: a shield costs a task).
     """
-    if ctx.pending:  # the server cancelled us mid-drain: take the wait_until tasks along
+    if ctx.pending:  # the request was cut off: take its wait_until tasks along
         await asyncio.shield(ctx._drain(0))
+        for where in ctx._cancelled:
+            logger.warning(
+                "%s: ctx.wait_until work cancelled with its request: %s", ctx._label, where
+            )
     ctx._end()
     if request_scope.stats.sockets_opened and request_scope.open_resources:
         await asyncio.shield(request_scope.aclose())

@@ -49,6 +49,7 @@ class AsgiServing(Responder):
             return message
 
         with use_scope(run.request_scope):
+            responded = False
             try:
                 timeout = asyncio.timeout_at(run.deadline)
                 try:
@@ -66,7 +67,11 @@ class AsgiServing(Responder):
                         await self._asgi_failed(exchange, exc, label)
                 except Exception as exc:
                     await self._asgi_failed(exchange, exc, label)
-                await self._drain(ctx, run.deadline, label)
+                responded = True
+                await self._drain(ctx, label)
+            except asyncio.CancelledError as exc:  # the server's shutdown: see _app.py
+                if not responded:
+                    await self._cut_off(exchange, exc, label)
             finally:
                 await end_scope(ctx, run.request_scope)
                 self._report(run)

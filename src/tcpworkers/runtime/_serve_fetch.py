@@ -34,10 +34,18 @@ class FetchServing(Responder):
         inbound = Inbound(receive, on_disconnect=exchange.client_gone)
         with use_scope(run.request_scope):
             inbound.start_later(scope)
+            responded = False
             try:
                 request = Request._from_asgi(scope, inbound.body())
                 await self._respond(request, ctx, exchange, inbound, run.deadline, label)
-                await self._drain(ctx, run.deadline, label)
+                responded = True
+                await self._drain(ctx, label)
+            except asyncio.CancelledError as exc:
+                # Only the server cancels from outside (a client leaving is handled in
+                # _respond): see "Shutdown" in _app.py. Not re-raised: uvicorn would log it
+                # as "Exception in ASGI application".
+                if not responded:
+                    await self._cut_off(exchange, exc, label)
             finally:
                 exchange.phase = Phase.DONE
                 inbound.stop()

@@ -25,6 +25,11 @@ Mode = Literal["dev", "serve"]
 # time); 1000 connections per process, each request with up to 6 sockets of its own, wants a
 # file descriptor limit of several thousand (`ulimit -n`; raise both together).
 DEFAULT_MAX_HEADER_SIZE: Final = 64 * 1024
+# Every request ends: 30 s to respond and 30 s more for its ctx.wait_until work (Cloudflare
+# Workers gives waitUntil 30 s after the response too). Without a default, one
+# wait_until(asyncio.sleep(10**6)) kept its request, and its memory, forever.
+DEFAULT_WALL_TIME: Final = 30.0
+DEFAULT_WAIT_UNTIL_TIME: Final = 30.0
 DEFAULT_MAX_HEADERS: Final = 100
 DEFAULT_HEADER_TIMEOUT: Final = 10.0
 DEFAULT_MAX_CONNECTIONS: Final = 1000
@@ -39,8 +44,11 @@ class Limits:
     Attributes:
         max_sockets: simultaneous open connections per request; more wait for a slot.
         slot_timeout: seconds a connection may wait for a slot before failing.
-        wall_time: seconds a request may run, from the start of the handler until the response
-            is fully sent and every ``ctx.wait_until`` task is done; ``None`` for no limit.
+        wall_time: seconds a request may take to respond, from the start of the handler until
+            the response is fully sent (504 if nothing was sent yet, else the response is
+            aborted); ``None`` for no limit.
+        wait_until_time: seconds ``ctx.wait_until`` work may run on after the response was
+            sent; then it is cancelled; ``None`` for no limit.
         max_header_size: bytes a request line and its headers may take together; more is
             answered 431 (the front door, per connection).
         max_headers: header lines a request may have; more is answered 431.
@@ -53,7 +61,8 @@ class Limits:
 
     max_sockets: int = DEFAULT_MAX_SOCKETS
     slot_timeout: float = DEFAULT_SLOT_TIMEOUT
-    wall_time: float | None = None
+    wall_time: float | None = DEFAULT_WALL_TIME
+    wait_until_time: float | None = DEFAULT_WAIT_UNTIL_TIME
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
