@@ -446,6 +446,52 @@ def _this(role: str, *args: str) -> list[str]:
     return [sys.executable, "-u", str(Path(__file__).resolve()), "--role", role, *args]
 
 
+def serve_argv(config_path: Path, **variables: str) -> list[str]:
+    """``tcpworkers serve`` of WORKER on HOST, port 0, with ``--var NAME=value`` per keyword."""
+    argv = [sys.executable, "-m", "tcpworkers.cli", "serve", str(WORKER)]
+    argv += ["--config", str(config_path), "--host", HOST, "--port", "0"]
+    for name, value in variables.items():
+        argv += ["--var", f"{name}={value}"]
+    return argv
+
+
+def run_loadgen(
+    spec: Mapping[str, Any],
+    cpus: CpuPlan,
+    mark: Callable[[], Mapping[str, float]],
+    *,
+    timeout: float,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the ``loadgen`` role on ``spec`` (pinned to ``cpus.peers``) and return its result.
+
+    At its ``START`` and ``STOP`` lines, every ``key: value`` of ``mark()`` is recorded as
+    ``key_START`` / ``key_STOP`` in the returned marks.
+    """
+    proc = subprocess.Popen(
+        _this("loadgen", json.dumps(spec)), stdout=subprocess.PIPE, start_new_session=True
+    )
+    marks: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    try:
+        if cpus.peers and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(proc.pid, cpus.peers)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line in ("START", "STOP"):
+                for key, value in mark().items():
+                    marks[f"{key}_{line}"] = value
+            elif line.startswith("{"):
+                result = json.loads(line)
+        if proc.wait(timeout=timeout) != 0 or not result or not result["requests"]:
+            raise RuntimeError(f"the load generator failed on {spec['path']}: {result}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return result, marks
+
+
 @contextlib.contextmanager
 def servers(cpus: CpuPlan, config_path: Path) -> Iterator[dict[str, _Process | int]]:
     """The peer process and the three servers, started once, stopped on exit."""
@@ -469,23 +515,7 @@ def servers(cpus: CpuPlan, config_path: Path) -> Iterator[dict[str, _Process | i
         )
         started.append(core)
         cli = _Process(
-            [
-                sys.executable,
-                "-m",
-                "tcpworkers.cli",
-                "serve",
-                str(WORKER),
-                "--config",
-                str(config_path),
-                "--host",
-                HOST,
-                "--port",
-                "0",
-                "--var",
-                f"ECHO_PORT={echo_port}",
-                "--var",
-                f"BLAST_PORT={blast_port}",
-            ],
+            serve_argv(config_path, ECHO_PORT=echo_port, BLAST_PORT=blast_port),
             ready=_SERVING_RE,
             ready_on_stderr=True,
             cpus=cpus.measured,
@@ -543,28 +573,12 @@ def measure(
         "duration": duration,
         "warmup": warmup,
     }
-    proc = subprocess.Popen(
-        _this("loadgen", json.dumps(spec)), stdout=subprocess.PIPE, start_new_session=True
+    result, lines = run_loadgen(
+        spec,
+        cpus,
+        lambda: {"server": _cpu_seconds(server.pid), "peer": _cpu_seconds(peer.pid)},
+        timeout=60,
     )
-    try:
-        if cpus.peers and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(proc.pid, cpus.peers)
-        assert proc.stdout is not None
-        lines: dict[str, float] = {}
-        result: dict[str, Any] = {}
-        for raw in proc.stdout:
-            line = raw.decode().strip()
-            if line in ("START", "STOP"):
-                lines[f"server_{line}"] = _cpu_seconds(server.pid)
-                lines[f"peer_{line}"] = _cpu_seconds(peer.pid)
-            elif line.startswith("{"):
-                result = json.loads(line)
-        if proc.wait(timeout=60) != 0 or not result or not result["requests"]:
-            raise RuntimeError(f"the load generator failed on {workload.path}: {result}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return Sample(
         requests=result["requests"],
         wall=result["wall"],

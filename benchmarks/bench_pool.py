@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
@@ -62,7 +61,14 @@ from _common import (
     progress,
     write_json,
 )
-from bench_http import _SERVING_RE, HOST, WORKER, _cpu_seconds, _Process, _this
+from bench_http import (
+    _SERVING_RE,
+    HOST,
+    _cpu_seconds,
+    _Process,
+    run_loadgen,
+    serve_argv,
+)
 
 HERE: Final = Path(__file__).resolve().parent
 VARIANTS: Final = ("direct", "binding", "pgbouncer", "uvicorn+pool")
@@ -180,8 +186,6 @@ def measure(
     duration: float,
     warmup: float,
 ) -> Sample:
-    import subprocess
-
     spec = {
         "port": port,
         "path": path,
@@ -189,29 +193,16 @@ def measure(
         "duration": duration,
         "warmup": warmup,
     }
-    proc = subprocess.Popen(
-        _this("loadgen", json.dumps(spec)), stdout=subprocess.PIPE, start_new_session=True
+    result, marks = run_loadgen(
+        spec,
+        cpus,
+        lambda: {
+            "srv": _cpu_seconds(server_pid),
+            "pg": _tree_cpu(pg_pid),
+            "pgb": _cpu_seconds(pgb_pid),
+        },
+        timeout=120,
     )
-    marks: dict[str, float] = {}
-    result: dict[str, Any] = {}
-    try:
-        if cpus.peers and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(proc.pid, cpus.peers)
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode().strip()
-            if line in ("START", "STOP"):
-                marks[f"srv_{line}"] = _cpu_seconds(server_pid)
-                marks[f"pg_{line}"] = _tree_cpu(pg_pid)
-                marks[f"pgb_{line}"] = _cpu_seconds(pgb_pid)
-            elif line.startswith("{"):
-                result = json.loads(line)
-        if proc.wait(timeout=120) != 0 or not result or not result["requests"]:
-            raise RuntimeError(f"the load generator failed on {path}: {result}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return Sample(
         requests=result["requests"],
         wall=result["wall"],
@@ -280,19 +271,7 @@ def servers(config: Config, cpus: CpuPlan, tmp: Path) -> Iterator[dict[str, Any]
                 RUNTIME_CONFIG.format(direct=direct, pgbouncer=via_bouncer, size=config.pool_size)
             )
             runtime = _Process(
-                [
-                    sys.executable,
-                    "-m",
-                    "tcpworkers.cli",
-                    "serve",
-                    str(WORKER),
-                    "--config",
-                    str(config_path),
-                    "--host",
-                    HOST,
-                    "--port",
-                    "0",
-                ],
+                serve_argv(config_path),
                 ready=_SERVING_RE,
                 ready_on_stderr=True,
                 cpus=cpus.measured,

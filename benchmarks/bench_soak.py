@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 from _common import environment, format_table, load_average, percentile, progress, write_json
-from bench_http import _SERVING_RE, HOST, WORKER, _Process, port_of
+from bench_http import _SERVING_RE, HOST, _Process, port_of, serve_argv
 from bench_http import _this as _bench_http_role
 
 ROUTES: Final = {"/hello": b"hello, world", "/echo?size=64": b"64"}
@@ -429,23 +429,7 @@ def main(argv: Sequence[str]) -> int:
             )
             started.append(bare)
             runtime = _Process(
-                [
-                    sys.executable,
-                    "-m",
-                    "tcpworkers.cli",
-                    "serve",
-                    str(WORKER),
-                    "--config",
-                    str(config_path),
-                    "--host",
-                    HOST,
-                    "--port",
-                    "0",
-                    "--var",
-                    f"ECHO_PORT={echo_port}",
-                    "--var",
-                    f"BLAST_PORT={blast_port}",
-                ],
+                serve_argv(config_path, ECHO_PORT=echo_port, BLAST_PORT=blast_port),
                 ready=_SERVING_RE,
                 ready_on_stderr=True,
                 name="runtime",
