@@ -245,6 +245,22 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
 # -- peer processes (parent side) ----------------------------------------------------------
 
 
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Close a child's stdin (its exit signal), then terminate, then kill if it lingers."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 class PeerProcess:
     """A server from this module running in a child process; a context manager.
 
@@ -291,20 +307,8 @@ class PeerProcess:
     def stop(self) -> None:
         """Close the child's stdin (its exit signal), then terminate, then kill if it lingers."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+        if proc is not None:
+            stop_child(proc)
 
     def _read_port(self, proc: subprocess.Popen[bytes]) -> int:
         assert proc.stdout is not None

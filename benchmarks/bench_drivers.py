@@ -84,27 +84,24 @@ def make_requests(http_url: str) -> tuple[dict[str, Request], Callable[[], Await
         finally:
             await conn.close()
 
-    async def asyncmy_request() -> None:
-        import asyncmy
-
-        conn = await asyncmy.connect(**MYSQL)
+    async def mysql_select_one(conn: Any) -> None:
+        # asyncmy and aiomysql share this connection/cursor API.
         try:
             async with conn.cursor() as cur:
                 await cur.execute("SELECT 1")
                 assert await cur.fetchone() == (1,)
         finally:
             await conn.ensure_closed()
+
+    async def asyncmy_request() -> None:
+        import asyncmy
+
+        await mysql_select_one(await asyncmy.connect(**MYSQL))
 
     async def aiomysql_request() -> None:
         import aiomysql
 
-        conn = await aiomysql.connect(**MYSQL)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT 1")
-                assert await cur.fetchone() == (1,)
-        finally:
-            await conn.ensure_closed()
+        await mysql_select_one(await aiomysql.connect(**MYSQL))
 
     async def redis_request() -> None:
         import redis.asyncio as redis
