@@ -12,11 +12,10 @@ command-line client.
 from __future__ import annotations
 
 import socket
-from types import TracebackType
-from typing import Self, final
+from typing import final
 
 from tcpworkers.testing._certs import TestCA
-from tcpworkers.testing._process import ServerProcess, find_binary, free_port
+from tcpworkers.testing._process import ServerLauncher, ServerProcess, find_binary, free_port
 
 __all__ = ["LocalMariaDB"]
 
@@ -24,7 +23,7 @@ _PACKAGE = "mariadb-server"
 
 
 @final
-class LocalMariaDB:
+class LocalMariaDB(ServerLauncher):
     """A MariaDB server in a temporary directory, for the length of a ``with`` block.
 
     Example::
@@ -87,10 +86,7 @@ class LocalMariaDB:
             self.unix_socket = str(proc.directory / "mysqld.sock")
             tls: list[str] = []
             if self._ca is not None:
-                self.ca_file = str(proc.write("ca.pem", self._ca.ca_pem, mode=0o644))
-                server = self._ca.issue_server_cert()
-                cert = proc.write("server.crt", server.cert_pem, mode=0o644)
-                key = proc.write("server.key", server.key_pem)
+                self.ca_file, cert, key = proc.write_tls(self._ca)
                 tls = [f"--ssl-ca={self.ca_file}", f"--ssl-cert={cert}", f"--ssl-key={key}"]
             argv = [
                 mariadbd,
@@ -143,21 +139,3 @@ class LocalMariaDB:
                 sql,
             ]
         )
-
-    def stop(self) -> None:
-        """Stop the server and delete its data. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

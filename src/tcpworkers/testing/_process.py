@@ -20,8 +20,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
-__all__ = ["ServerProcess", "find_binary", "free_port"]
+if TYPE_CHECKING:
+    from tcpworkers.testing._certs import TestCA
+
+__all__ = ["ServerLauncher", "ServerProcess", "find_binary", "free_port"]
 
 # How long a server gets to start (mariadbd creates its InnoDB files first) and to stop.
 START_TIMEOUT = 30.0
@@ -74,6 +79,15 @@ class ServerProcess:
             os.chown(self.directory, self._uid, self._gid)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.directory / "server.log"
+
+    def write_tls(self, ca: TestCA) -> tuple[str, Path, Path]:
+        """Write ``ca``'s certificate and a server certificate and key it issues (for
+        ``localhost``, ``127.0.0.1``, ``::1``); their paths: CA (as ``str``), cert, key."""
+        ca_file = str(self.write("ca.pem", ca.ca_pem, mode=0o644))
+        server = ca.issue_server_cert()
+        cert = self.write("server.crt", server.cert_pem, mode=0o644)
+        key = self.write("server.key", server.key_pem)
+        return ca_file, cert, key
 
     def write(self, name: str, text: str, *, mode: int = 0o600) -> Path:
         """Write a file into the directory, readable by the server's user."""
@@ -148,3 +162,31 @@ class ServerProcess:
                 process.kill()
                 process.wait(STOP_TIMEOUT)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ServerLauncher:
+    """What :class:`LocalMariaDB` and :class:`LocalRedis` share: they own one
+    :class:`ServerProcess` between :meth:`start` and :meth:`stop`, and are context managers."""
+
+    _proc: ServerProcess | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server and delete its temporary directory (its data). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -9,17 +9,16 @@ certificates unless ``require_client_cert=True``.
 from __future__ import annotations
 
 import socket
-from types import TracebackType
-from typing import Self, final
+from typing import final
 
 from tcpworkers.testing._certs import TestCA
-from tcpworkers.testing._process import ServerProcess, find_binary, free_port
+from tcpworkers.testing._process import ServerLauncher, ServerProcess, find_binary, free_port
 
 __all__ = ["LocalRedis"]
 
 
 @final
-class LocalRedis:
+class LocalRedis(ServerLauncher):
     """A Redis server for the length of a ``with`` block.
 
     Example::
@@ -76,10 +75,7 @@ class LocalRedis:
             tls: list[str] = []
             if self._ca is not None:
                 self.tls_port = free_port(self.host)
-                self.ca_file = str(proc.write("ca.pem", self._ca.ca_pem, mode=0o644))
-                server = self._ca.issue_server_cert()
-                cert = proc.write("server.crt", server.cert_pem, mode=0o644)
-                key = proc.write("server.key", server.key_pem)
+                self.ca_file, cert, key = proc.write_tls(self._ca)
                 tls = [
                     "--tls-port",
                     str(self.tls_port),
@@ -124,21 +120,3 @@ class LocalRedis:
                 return probe.recv(7) == b"+PONG\r\n"
         except OSError:
             return False
-
-    def stop(self) -> None:
-        """Stop the server. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
