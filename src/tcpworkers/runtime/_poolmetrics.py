@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from tcpworkers.pool._pool import PoolStats
@@ -38,119 +38,22 @@ def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def render_pool_metrics(all_stats: Iterable[PoolStats]) -> str:
-    """The pool families in the Prometheus text format ("" when there are no bindings)."""
-    stats = list(all_stats)
-    if not stats:
-        return ""
-    out: list[str] = []
-
-    def family(
-        name: str, kind: str, help_text: str, sample: Callable[[PoolStats], list[str]]
-    ) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        for s in stats:
-            out.extend(sample(s))
-
-    def one(name: str, value: Callable[[PoolStats], float]) -> Callable[[PoolStats], list[str]]:
-        return lambda s: [f'{name}{{binding="{_label(s.name)}"}} {_num(value(s))}']
-
-    def by(
-        name: str, key: str, values: Callable[[PoolStats], dict[str, int]]
-    ) -> Callable[[PoolStats], list[str]]:
-        return lambda s: [
-            f'{name}{{binding="{_label(s.name)}",{key}="{_label(k)}"}} {v}'
-            for k, v in sorted(values(s).items())
-        ]
-
-    family(
-        "tcpworkers_pool_server_connections",
-        "gauge",
-        "Server connections by state.",
-        by(
-            "tcpworkers_pool_server_connections",
-            "state",
-            lambda s: {state: getattr(s, state) for state in _STATES},
-        ),
-    )
-    family(
-        "tcpworkers_pool_max_size",
-        "gauge",
-        "The pool's max_size (per process).",
-        one("tcpworkers_pool_max_size", lambda s: s.max_size),
-    )
-    family(
-        "tcpworkers_pool_clients",
-        "gauge",
-        "Client connections to the binding now.",
-        one("tcpworkers_pool_clients", lambda s: s.clients),
-    )
-    family(
-        "tcpworkers_pool_waiting",
-        "gauge",
-        "Clients waiting for a server connection now.",
-        one("tcpworkers_pool_waiting", lambda s: s.waiting),
-    )
-    family(
-        "tcpworkers_pool_acquire_wait_seconds",
-        "histogram",
-        "Time a client waited for a server connection.",
-        _histogram,
-    )
-    family(
-        "tcpworkers_pool_acquire_timeouts_total",
-        "counter",
-        "Waits for a server connection that reached acquire_timeout.",
-        one("tcpworkers_pool_acquire_timeouts_total", lambda s: s.acquire_timeouts),
-    )
-    family(
-        "tcpworkers_pool_server_connections_opened_total",
-        "counter",
-        "Server connections opened.",
-        one("tcpworkers_pool_server_connections_opened_total", lambda s: s.opened),
-    )
-    family(
-        "tcpworkers_pool_connect_failures_total",
-        "counter",
-        "Server connections that failed to open.",
-        one("tcpworkers_pool_connect_failures_total", lambda s: s.connect_failures),
-    )
-    family(
-        "tcpworkers_pool_server_connections_closed_total",
-        "counter",
-        "Server connections closed, by reason.",
-        by("tcpworkers_pool_server_connections_closed_total", "reason", lambda s: dict(s.closed)),
-    )
-    family(
-        "tcpworkers_pool_parse_saved_total",
-        "counter",
-        "Client Parse messages answered by the pool (statement already prepared there).",
-        one("tcpworkers_pool_parse_saved_total", lambda s: s.parse_saved),
-    )
-    family(
-        "tcpworkers_pool_parse_forwarded_total",
-        "counter",
-        "Client Parse messages sent on to the server.",
-        one("tcpworkers_pool_parse_forwarded_total", lambda s: s.parse_forwarded),
-    )
-    family(
-        "tcpworkers_pool_resets_total",
-        "counter",
-        "Server connections reset before reuse.",
-        one("tcpworkers_pool_resets_total", lambda s: s.resets),
-    )
-    family(
-        "tcpworkers_pool_pins_total",
-        "counter",
-        "Server connections pinned to one client, by reason.",
-        by("tcpworkers_pool_pins_total", "reason", lambda s: dict(s.pins)),
-    )
-    return "\n".join(out) + "\n"
+# A family's sample lines for one pool, given the family's name.
+_Sampler = Callable[[str, PoolStats], list[str]]
 
 
-def _histogram(s: PoolStats) -> list[str]:
-    name = "tcpworkers_pool_acquire_wait_seconds"
+def _one(value: Callable[[PoolStats], float]) -> _Sampler:
+    return lambda name, s: [f'{name}{{binding="{_label(s.name)}"}} {_num(value(s))}']
+
+
+def _by(key: str, values: Callable[[PoolStats], Mapping[str, int]]) -> _Sampler:
+    return lambda name, s: [
+        f'{name}{{binding="{_label(s.name)}",{key}="{_label(k)}"}} {v}'
+        for k, v in sorted(values(s).items())
+    ]
+
+
+def _histogram(name: str, s: PoolStats) -> list[str]:
     binding = _label(s.name)
     lines, running = [], 0
     bounds = (*s.acquire_wait_bounds, math.inf)
@@ -160,3 +63,92 @@ def _histogram(s: PoolStats) -> list[str]:
     lines.append(f'{name}_sum{{binding="{binding}"}} {_num(s.acquire_wait_sum)}')
     lines.append(f'{name}_count{{binding="{binding}"}} {running}')
     return lines
+
+
+_P: Final = "tcpworkers_pool_"
+
+# (name, type, help, sampler), in output order.
+_FAMILIES: Final[tuple[tuple[str, str, str, _Sampler], ...]] = (
+    (
+        _P + "server_connections",
+        "gauge",
+        "Server connections by state.",
+        _by("state", lambda s: {state: getattr(s, state) for state in _STATES}),
+    ),
+    (_P + "max_size", "gauge", "The pool's max_size (per process).", _one(lambda s: s.max_size)),
+    (_P + "clients", "gauge", "Client connections to the binding now.", _one(lambda s: s.clients)),
+    (
+        _P + "waiting",
+        "gauge",
+        "Clients waiting for a server connection now.",
+        _one(lambda s: s.waiting),
+    ),
+    (
+        _P + "acquire_wait_seconds",
+        "histogram",
+        "Time a client waited for a server connection.",
+        _histogram,
+    ),
+    (
+        _P + "acquire_timeouts_total",
+        "counter",
+        "Waits for a server connection that reached acquire_timeout.",
+        _one(lambda s: s.acquire_timeouts),
+    ),
+    (
+        _P + "server_connections_opened_total",
+        "counter",
+        "Server connections opened.",
+        _one(lambda s: s.opened),
+    ),
+    (
+        _P + "connect_failures_total",
+        "counter",
+        "Server connections that failed to open.",
+        _one(lambda s: s.connect_failures),
+    ),
+    (
+        _P + "server_connections_closed_total",
+        "counter",
+        "Server connections closed, by reason.",
+        _by("reason", lambda s: s.closed),
+    ),
+    (
+        _P + "parse_saved_total",
+        "counter",
+        "Client Parse messages answered by the pool (statement already prepared there).",
+        _one(lambda s: s.parse_saved),
+    ),
+    (
+        _P + "parse_forwarded_total",
+        "counter",
+        "Client Parse messages sent on to the server.",
+        _one(lambda s: s.parse_forwarded),
+    ),
+    (
+        _P + "resets_total",
+        "counter",
+        "Server connections reset before reuse.",
+        _one(lambda s: s.resets),
+    ),
+    (
+        _P + "pins_total",
+        "counter",
+        "Server connections pinned to one client, by reason.",
+        _by("reason", lambda s: s.pins),
+    ),
+)
+
+
+def render_pool_metrics(all_stats: Iterable[PoolStats]) -> str:
+    """The pool families in the Prometheus text format ("" when there are no bindings)."""
+    stats = list(all_stats)
+    if not stats:
+        return ""
+    out: list[str] = []
+    for name, kind, help_text, sample in _FAMILIES:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for s in stats:
+            out.extend(sample(name, s))
+    return "\n".join(out) + "\n"
