@@ -7,8 +7,9 @@ event loop the runtime serves with, that connection passes the egress policy, co
 the request's socket limit and is closed when the request ends, even if the handler forgot to.
 
 One connection per request is the simple way and the slow one (a TCP handshake and the
-PostgreSQL start-up for every request); the pool binding (``env.DB.connection_string``) is the
-fix, and comes in its own release.
+PostgreSQL start-up for every request); the pool binding (``[bindings.DB] type = "postgres"``,
+then ``asyncpg.connect(env.DB.connection_string)``; see docs/pool.md and examples/demo/) is the
+fix.
 
 The database is ``DATABASE_URL`` (``[vars]`` or ``--var``; as a secret when it holds a
 password), by default ``postgresql://postgres@127.0.0.1:5432/test``. Run it::
