@@ -34,7 +34,7 @@ from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer
 from tcpworkers.sockets._gate import permitted_targets
 
-__all__ = ["EntryPointsMixin", "decide_given_socket"]
+__all__ = ["EntryPointsMixin", "decide_given_socket", "decide_unix"]
 
 
 def _refuse(scope: RequestScope, what: str, fix: str) -> ConnectNotAllowedError:
@@ -51,6 +51,26 @@ async def _permitted(scope: RequestScope | None, address: Any, family: int) -> t
     return targets[0], format_hostport(host, port)
 
 
+def decide_unix(scope: RequestScope | None, path: str, lead: str) -> bool:
+    """Decide on a Unix-socket connection to ``path``, for every door that can make one.
+
+    Returns True when ``path`` is the runtime's own listener (a pool binding): not egress, so
+    no policy decision; the caller still counts and closes the connection like any other.
+
+    Raises:
+        EgressDeniedError: the policy does not permit it; the message starts with ``lead``.
+    """
+    if is_local_endpoint(path):
+        return True
+    policy = scope.policy if scope is not None else default_policy()
+    decision = policy.decide_unix(path)
+    if not decision.allowed:
+        if scope is not None:
+            scope.record_denial()
+        raise EgressDeniedError(f"{lead}denied by the egress policy ({decision.reason})")
+    return False
+
+
 def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None:
     """A caller that connected its own socket: decide on the peer it actually reached.
 
@@ -65,13 +85,11 @@ def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None
             "create_connection(sock=...) needs a connected socket so the egress policy can "
             "decide on its peer; pass host and port instead and let the gate connect"
         ) from None
-    policy = scope.policy if scope is not None else default_policy()
     if sock.family == socket.AF_UNIX:
-        if is_local_endpoint(str(peer)):
-            return  # the runtime's own listener (a pool binding): not egress
-        decision = policy.decide_unix(str(peer))
-    else:
-        decision = policy.decide(peer[0], peer[0], peer[1])
+        decide_unix(scope, str(peer), "connection ")
+        return
+    policy = scope.policy if scope is not None else default_policy()
+    decision = policy.decide(peer[0], peer[0], peer[1])
     if not decision.allowed:
         if scope is not None:
             scope.record_denial()
@@ -147,16 +165,7 @@ class EntryPointsMixin:
         check_connections_allowed()
         scope = current_scope()
         if sock.family == socket.AF_UNIX:
-            policy = scope.policy if scope is not None else default_policy()
-            decision = policy.decide_unix(str(address))
-            # The runtime's own listener (a pool binding) is not egress.
-            if not decision.allowed and not is_local_endpoint(str(address)):
-                if scope is not None:
-                    scope.record_denial()
-                raise EgressDeniedError(
-                    f"could not connect to {address}: denied by the egress policy "
-                    f"({decision.reason})"
-                )
+            decide_unix(scope, str(address), f"could not connect to {address}: ")
             with trusted_connections():
                 return cast(None, await base.sock_connect(sock, address))
         target, _ = await _permitted(scope, address, sock.family)

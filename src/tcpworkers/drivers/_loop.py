@@ -47,11 +47,9 @@ from typing import Any, cast
 
 from tcpworkers.drivers._companions import claim_slot, describe_peer, remember_socket, take_slot
 from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
-from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket
+from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket, decide_unix
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
-from tcpworkers.egress._local import is_local_endpoint
-from tcpworkers.errors import EgressDeniedError
 from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
 from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
@@ -287,21 +285,11 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             return await base.create_unix_connection(protocol_factory, path, **kwargs)
         check_connections_allowed()
         scope = current_scope()
-        policy = scope.policy if scope is not None else default_policy()
-        local = path is not None and is_local_endpoint(str(path))
-        decision = None
-        if local:
-            pass  # the runtime's own listener (a pool binding): not egress, no policy decision
-        elif path is not None or kwargs.get("sock") is None:
-            decision = policy.decide_unix(str(path))
+        local = False  # the runtime's own listener (a pool binding)
+        if path is not None or kwargs.get("sock") is None:
+            local = decide_unix(scope, str(path), f"could not connect to {path}: ")
         else:
             decide_given_socket(scope, kwargs["sock"])
-        if decision is not None and not decision.allowed:
-            if scope is not None:
-                scope.record_denial()
-            raise EgressDeniedError(
-                f"could not connect to {path}: denied by the egress policy ({decision.reason})"
-            )
         if scope is None:
             with trusted_connections():
                 return await base.create_unix_connection(protocol_factory, path, **kwargs)
