@@ -74,53 +74,34 @@ async def test_tls_refusals_are_clear(tls_postgres: PgServer) -> None:
 # -- PgBouncer ---------------------------------------------------------------------------------
 
 
-async def test_binding_through_a_real_pgbouncer(scram_postgres: PgServer) -> None:
+@pytest.mark.parametrize(
+    ("pool_mode", "prepared_statements"), [("session", True), ("transaction", False)]
+)
+async def test_binding_through_a_real_pgbouncer(
+    scram_postgres: PgServer, pool_mode: str, prepared_statements: bool
+) -> None:
     # Session mode: each of the binding's server connections keeps one backend, so the
-    # statements the pool prepares there stay there. (PgBouncer 1.18 in transaction mode moves
-    # a client between backends and cannot carry protocol-level prepared statements; see the
-    # README.) PgBouncer still caps and queues what every machine's pools open together.
+    # statements the pool prepares there stay there. Transaction mode hands each transaction to
+    # whichever backend is free, so the binding must not keep prepared statements
+    # (prepared_statements = false); asyncpg's own statement cache stays on, the pool maps its
+    # named statements to unnamed ones. PgBouncer still caps and queues what every machine's
+    # pools open together.
     assert scram_postgres.password is not None
     async with PgBouncer(
         scram_postgres.host,
         scram_postgres.port,
         users={scram_postgres.user: scram_postgres.password},
         auth_type="scram-sha-256",
-        pool_mode="session",
+        pool_mode=pool_mode,
         pool_size=2,
     ) as bouncer:
         dsn = bouncer.dsn(scram_postgres.user, scram_postgres.database)
         result = await check_upstream(parse_dsn(dsn))
         assert result.auth_method == "scram-sha-256"
-        async with started(dsn, min_size=1, max_size=2) as binding:
+        settings = {"min_size": 1, "max_size": 2, "prepared_statements": prepared_statements}
+        async with started(dsn, **settings) as binding:
             answers = await asyncio.gather(*(select_twice(binding) for _ in range(20)))
             assert answers == [[1, 2]] * 20
-
-
-async def test_binding_through_pgbouncer_in_transaction_mode(scram_postgres: PgServer) -> None:
-    # PgBouncer in transaction mode hands each transaction to whichever backend is free, so the
-    # binding must not keep prepared statements (prepared_statements = false). asyncpg's own
-    # statement cache stays on: the pool maps its named statements to unnamed ones.
-    assert scram_postgres.password is not None
-    async with PgBouncer(
-        scram_postgres.host,
-        scram_postgres.port,
-        users={scram_postgres.user: scram_postgres.password},
-        auth_type="scram-sha-256",
-        pool_mode="transaction",
-        pool_size=2,
-    ) as bouncer:
-        dsn = bouncer.dsn(scram_postgres.user, scram_postgres.database)
-        binding = PostgresBinding(
-            "DB",
-            parse_dsn(dsn),
-            PoolSettings(min_size=1, max_size=4, prepared_statements=False),
-        )
-        await binding.start()
-        try:
-            answers = await asyncio.gather(*(select_twice(binding) for _ in range(20)))
-            assert answers == [[1, 2]] * 20
-        finally:
-            await binding.stop()
 
 
 # -- restart -----------------------------------------------------------------------------------
