@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 
 from tcpworkers.localpg import LocalPostgres
+from tcpworkers.localpg._proc import free_port
 from tcpworkers.pool._pool import PoolSettings
 
 from .conftest import eventually, serve_binding
@@ -33,14 +33,8 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_postgres_restart_under_load(data_dir: Path) -> None:
-    pg = LocalPostgres(data_dir, auth="scram-sha-256", port=free_port())
+    pg = LocalPostgres(data_dir, auth="scram-sha-256", port=free_port("127.0.0.1"))
     await pg.start_async()
     try:
         settings = PoolSettings(min_size=2, max_size=4, acquire_timeout=2)

@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Final, final
 from urllib.parse import quote
+
+from tcpworkers.testing._process import free_port
 
 __all__ = ["PgBouncer"]
 
@@ -158,7 +159,9 @@ class PgBouncer:
         command = [self.binary, "-q", os.path.join(self._dir, "pgbouncer.ini")]
         if os.geteuid() == 0:
             command[1:1] = ["-u", self.run_as]
-        self.port = _free_port(self.host)
+        # PgBouncer cannot listen on port 0 and report the port; if the one picked is taken
+        # before it binds, start() tries again.
+        self.port = free_port(self.host)
         self._write_config()
         with open(os.path.join(self._dir, "stderr.log"), "ab") as stderr:
             self._process = subprocess.Popen(
@@ -239,12 +242,3 @@ class PgBouncer:
 def _quote(value: str) -> str:
     # PgBouncer's auth_file: double-quoted, a double quote inside doubled.
     return value.replace('"', '""')
-
-
-def _free_port(host: str) -> int:
-    # PgBouncer cannot listen on port 0 and report the port: ask the OS for a free one. If it is
-    # taken before PgBouncer binds it, start() tries again.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port

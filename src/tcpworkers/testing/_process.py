@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
+
+# One way to pick a port for a server that cannot report the one it bound (shared with localpg).
+from tcpworkers.localpg._proc import free_port
 
 if TYPE_CHECKING:
     from tcpworkers.testing._certs import TestCA
@@ -31,15 +33,6 @@ __all__ = ["ServerLauncher", "ServerProcess", "find_binary", "free_port"]
 # How long a server gets to start (mariadbd creates its InnoDB files first) and to stop.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A loopback port nobody listens on now (bound once by the OS, then released)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def find_binary(name: str, *, package: str, extra_dirs: Sequence[str] = ("/usr/sbin",)) -> str:
