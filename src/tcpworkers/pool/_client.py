@@ -20,6 +20,7 @@ from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
 from ._sql import analyze, changed_parameters
 from ._state import ClientState, Event, next_state
+from ._streams import ClientReader, ClientWriter
 from ._wire import (
     Frame,
     FrontendParser,
@@ -43,7 +44,7 @@ _READY_IDLE: Final = m.ReadyForQuery("I").encode()
 class RelayClient:
     """One client connection's relay state (see the module docstring)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool: Pool):
+    def __init__(self, reader: ClientReader, writer: ClientWriter, pool: Pool):
         self.reader = reader
         self.writer = writer
         self.pool = pool

@@ -10,7 +10,6 @@ connection by the relay when a CancelRequest arrives) and ReadyForQuery 'I'.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import weakref
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from tcpworkers.errors import PgProtocolError
 
 from . import _messages as m
 from ._pool import Pool
+from ._streams import ClientReader, ClientWriter
 from ._wire import SSL_REFUSED, FrontendParser, error_response
 
 __all__ = ["LOGIN_TIMEOUT", "fatal", "login"]
@@ -39,7 +39,7 @@ def _normalise(value: str) -> str:
     return value.strip().strip("'\"").upper().replace("-", "").replace("_", "")
 
 
-async def _next(reader: asyncio.StreamReader, parser: FrontendParser) -> m.Message:
+async def _next(reader: ClientReader, parser: FrontendParser) -> m.Message:
     while (message := parser.next_message()) is None:
         data = await reader.read(65536)
         if not data:
@@ -73,8 +73,8 @@ def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
 
 
 async def login(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    reader: ClientReader,
+    writer: ClientWriter,
     pool: Pool,
     *,
     user: str,
