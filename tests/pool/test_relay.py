@@ -294,3 +294,19 @@ async def test_large_pipelines_executemany(binding: Binding) -> None:
         )
         await cur.execute("select count(*) from pool_core_pmany")
         assert await cur.fetchone() == (3000,)
+
+
+async def test_a_client_that_never_logs_in_is_hung_up_on(
+    binding: Binding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcpworkers.pool import _relay
+
+    monkeypatch.setattr(_relay, "LOGIN_TIMEOUT", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", binding.port)
+    try:
+        writer.write(b"\0\0\0")  # part of a startup packet, then nothing
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the pool after LOGIN_TIMEOUT
+    finally:
+        writer.close()
+    assert binding.pool.stats().clients == 0

@@ -127,16 +127,23 @@ class PostgresBinding:
         self.connections_in_process = 0
         self._stopping = False
         self._retry: asyncio.Task[None] | None = None
+        self._dsn: tuple[str, str] | None = None  # (host, connection string)
+        self._path: tuple[str, str] | None = None  # (host, socket path)
 
     # -- what the worker sees -------------------------------------------------------------------
 
     @property
     def connection_string(self) -> str:
         """``postgresql://USER:SECRET@/DATABASE?host=DIR&port=5432`` (for every driver)."""
-        return (
-            f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@/"
-            f"{quote(self.database, safe='')}?host={quote(self.host, safe='/')}&port={self.port}"
-        )
+        host = self.host  # raises before start
+        cached = self._dsn
+        if cached is None or cached[0] != host:  # made once per start, read per request
+            dsn = (
+                f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}@/"
+                f"{quote(self.database, safe='')}?host={quote(host, safe='/')}&port={self.port}"
+            )
+            cached = self._dsn = (host, dsn)
+        return cached[1]
 
     @property
     def connectionString(self) -> str:  # the Workers API spells it in camelCase
@@ -173,7 +180,11 @@ class PostgresBinding:
 
     @property
     def socket_path(self) -> str:
-        return os.path.join(self.host, f".s.PGSQL.{self.port}")
+        host = self.host
+        cached = self._path
+        if cached is None or cached[0] != host:
+            cached = self._path = (host, os.path.join(host, f".s.PGSQL.{self.port}"))
+        return cached[1]
 
     def stats(self) -> PoolStats | None:
         """The pool's counters, or None before start."""
@@ -301,7 +312,7 @@ class PostgresBinding:
             )
         loop = asyncio.get_running_loop()
         protocol = protocol_factory()
-        transport, end = open_pipe(loop, protocol, self.socket_path)
+        transport, end = open_pipe(loop, protocol, self._path[1] if self._path else "")
         # Served in the runtime's context, not the request's: the pool's server connections
         # are not the request's (its policy, its socket limit).
         task = loop.create_task(self._serve(end, end), context=self._context.copy())

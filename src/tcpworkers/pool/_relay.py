@@ -62,8 +62,12 @@ async def serve_client(
     client = RelayClient(reader, writer, pool)
     key = pool.new_client_key()
     pool.clients += 1
+    # A client that does not finish logging in within LOGIN_TIMEOUT is hung up on: closing
+    # the connection makes the login's next read see the end (a timer, cheaper per connection
+    # than a timeout scope).
+    deadline = asyncio.get_running_loop().call_later(LOGIN_TIMEOUT, writer.close)
     try:
-        async with asyncio.timeout(LOGIN_TIMEOUT):
+        try:
             result = await login(
                 reader,
                 writer,
@@ -73,6 +77,8 @@ async def serve_client(
                 password=password,
                 backend_key=key,
             )
+        finally:
+            deadline.cancel()
         if isinstance(result, m.CancelRequest):
             target = pool.cancel_targets.get((result.backend_pid, result.backend_secret))
             running = target() if target is not None else None
