@@ -35,6 +35,7 @@ __all__ = [
     "ReadLimitError",
     "ScopeClosedError",
     "SocketBrokenError",
+    "ServerNotFoundError",
     "SocketBusyError",
     "SocketClosedError",
     "SocketLimitError",
@@ -284,6 +285,14 @@ class LocalPostgresError(TcpworkersError):
     """A local PostgreSQL cluster could not be initialised, started or stopped.
 
     The message says which step failed, quotes the server's log, and what to do.
+    """
+
+
+class ServerNotFoundError(TcpworkersError, FileNotFoundError):
+    """A server program the test kit runs (``mariadbd``, ``redis-server``, ...) is not installed,
+    or not in a build that can do what was asked (TLS).
+
+    The message names the program and how to get it; the project's tests skip with it.
     """
 
 

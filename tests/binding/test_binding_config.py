@@ -58,11 +58,33 @@ def test_url_from_secrets() -> None:
             "already has a password",
         ),
         ({"url": URL, "min_size": 11}, {}, "bindings.DB.min_size", "above max_size (10)"),
-        ({"url": URL, "max_size": 0, "min_size": 0}, {}, "bindings.DB.max_size", "at least 1"),
-        ({"url": URL, "max_size": "ten"}, {}, "bindings.DB.max_size", "whole number"),
-        ({"url": URL, "max_size": True}, {}, "bindings.DB.max_size", "whole number"),
-        ({"url": URL, "acquire_timeout": 0}, {}, "bindings.DB.acquire_timeout", "positive"),
-        ({"url": URL, "idle_timeout": "5m"}, {}, "bindings.DB.idle_timeout", "positive"),
+        # The loader's wording for the same mistakes (runtime/_config_values.py), value as TOML.
+        (
+            {"url": URL, "max_size": 0, "min_size": 0},
+            {},
+            "bindings.DB.max_size",
+            "expected a positive integer, got 0",
+        ),
+        (
+            {"url": URL, "max_size": "ten"},
+            {},
+            "bindings.DB.max_size",
+            'positive integer, got "ten"',
+        ),
+        ({"url": URL, "max_size": True}, {}, "bindings.DB.max_size", "positive integer, got true"),
+        ({"url": URL, "max_size": 2.0}, {}, "bindings.DB.max_size", "positive integer, got 2.0"),
+        ({"url": URL, "min_size": -1}, {}, "bindings.DB.min_size", "an integer >= 0, got -1"),
+        (
+            {"url": URL, "acquire_timeout": 0},
+            {},
+            "bindings.DB.acquire_timeout",
+            "expected a positive number of seconds, got 0",
+        ),
+        ({"url": URL, "idle_timeout": "5m"}, {}, "bindings.DB.idle_timeout", 'seconds, got "5m"'),
+        # "never" is not a number of seconds: TOML's inf and nan are refused like the loader does.
+        ({"url": URL, "idle_timeout": float("inf")}, {}, "bindings.DB.idle_timeout", "got inf"),
+        ({"url": URL, "max_lifetime": float("nan")}, {}, "bindings.DB.max_lifetime", "got nan"),
+        ({"url": URL, "acquire_timeout": -float("inf")}, {}, "bindings.DB.acquire_timeout", "-inf"),
         (
             {"url": URL, "prepared_statements": "no"},
             {},

@@ -27,7 +27,16 @@ from typing import IO, final
 
 from ..errors import LocalPostgresError
 
-__all__ = ["Account", "free_port", "resolve_account", "spawn", "alive", "stop_stale", "terminate"]
+__all__ = [
+    "Account",
+    "alive",
+    "free_port",
+    "parent_death_prefix",
+    "resolve_account",
+    "spawn",
+    "stop_stale",
+    "terminate",
+]
 
 ROOT_CACHE = Path("/var/cache/tcpworkers")
 
@@ -124,17 +133,21 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _pdeathsig_prefix() -> list[str]:
-    """Ask the kernel to send SIGINT (fast shutdown) to the server if we die without stopping it.
+def parent_death_prefix(signal_name: str = "INT") -> list[str]:
+    """A command prefix that asks the kernel to send ``SIG<signal_name>`` to the child if we die
+    without stopping it (SIGINT: PostgreSQL's fast shutdown; the test kit's servers take TERM).
 
     Linux sends it when the *thread* that spawned the child ends, so only the main thread asks.
+    The kernel clears it when the child changes its user id, so a server that would drop root
+    itself (``mariadbd --user``) must be started as its user instead. ``[]`` where there is no
+    such guard (not Linux, no ``setpriv``).
     """
     setpriv = shutil.which("setpriv")
     if sys.platform != "linux" or setpriv is None:
         return []
     if threading.current_thread() is not threading.main_thread():
         return []
-    return [setpriv, "--pdeathsig", "INT", "--"]
+    return [setpriv, "--pdeathsig", signal_name, "--"]
 
 
 def spawn(
@@ -147,7 +160,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as ``account``, output to ``log``; ``guard`` ties its life to ours."""
-    prefix = _pdeathsig_prefix() if guard else []
+    prefix = parent_death_prefix() if guard else []
     return subprocess.Popen(
         [*prefix, *argv],
         stdin=stdin,

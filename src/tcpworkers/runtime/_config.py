@@ -53,21 +53,19 @@ integer, got "six"``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Final, Literal, cast, final
 
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.egress._ports import MAX_PORT, is_port
 from tcpworkers.errors import ConfigError
+from tcpworkers.runtime._config_values import integer, seconds, show, suggest
 from tcpworkers.runtime._pgbinding import PostgresOptions, parse_postgres_options
 from tcpworkers.runtime._settings import (
     DEFAULT_WAIT_UNTIL_TIME,
@@ -353,25 +351,6 @@ def _read_toml(path: Path, label: str) -> dict[str, object]:
         raise ConfigError(f"{label}: cannot read the config file: {exc}", path=label) from None
 
 
-def _show(value: object) -> str:
-    """A value as it would be written in TOML, for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        # JSON quoting shows stray spaces and control characters.
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _suggest(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f'; did you mean "{close[0]}"?' if close else ""
-
-
 class _Resolver:
     """Validates one parsed file for one mode; every error names ``label`` and the key."""
 
@@ -390,7 +369,7 @@ class _Resolver:
         return ConfigError(f"{self.label}: {key}: {message}", path=self.label, key=key)
 
     def expected(self, key: str, what: str, value: object) -> ConfigError:
-        return self.error(key, f"expected {what}, got {_show(value)}")
+        return self.error(key, f"expected {what}, got {show(value)}")
 
     def check_keys(self, table: Mapping[str, object], known: tuple[str, ...], where: str) -> None:
         for key in table:
@@ -398,7 +377,7 @@ class _Resolver:
                 dotted = f"{where}.{key}" if where else key
                 raise self.error(
                     dotted,
-                    f"unknown key{_suggest(key, known)} (expected one of {', '.join(known)})",
+                    f"unknown key{suggest(key, known)} (expected one of {', '.join(known)})",
                 )
 
     def table(self, data: Mapping[str, object], key: str) -> Mapping[str, object]:
@@ -411,7 +390,7 @@ class _Resolver:
         # vars, secrets and bindings share one namespace: env.NAME.
         if not name.isidentifier():
             raise self.error(
-                key, f"{_show(name)} is not a valid name; env names are Python identifiers"
+                key, f"{show(name)} is not a valid name; env names are Python identifiers"
             )
         previous = self.names.get(name)
         if previous is not None:
@@ -491,7 +470,7 @@ class _Resolver:
             key = f"--var {name}"
             if not name.isidentifier():
                 raise ConfigError(
-                    f"{key}: {_show(name)} is not a valid name; env names are Python identifiers",
+                    f"{key}: {show(name)} is not a valid name; env names are Python identifiers",
                     key=key,
                 )
             previous = self.names.get(name)
@@ -558,14 +537,14 @@ class _Resolver:
             if kind is None:
                 raise self.error(
                     f"{key}.type",
-                    f"missing; expected one of {', '.join(map(_show, BINDING_TYPES))}",
+                    f"missing; expected one of {', '.join(map(show, BINDING_TYPES))}",
                 )
             if kind not in BINDING_TYPES:
                 raise self.error(
                     f"{key}.type",
-                    f"unknown binding type {_show(kind)}"
-                    f"{_suggest(str(kind), BINDING_TYPES)} (known types: "
-                    f"{', '.join(map(_show, BINDING_TYPES))})",
+                    f"unknown binding type {show(kind)}"
+                    f"{suggest(str(kind), BINDING_TYPES)} (known types: "
+                    f"{', '.join(map(show, BINDING_TYPES))})",
                 )
             options = {k: v for k, v in value.items() if k != "type"}
             postgres = parse_postgres_options(name, options, secrets, label=self.label)
@@ -623,7 +602,7 @@ class _Resolver:
         log_format = table.get("log_format", "text" if dev else "json")
         if log_format not in _LOG_FORMATS:
             raise self.expected(
-                "server.log_format", " or ".join(map(_show, _LOG_FORMATS)), log_format
+                "server.log_format", " or ".join(map(show, _LOG_FORMATS)), log_format
             )
         metrics = self.metrics(table.get("metrics", dev))
         shutdown_timeout = self.seconds(
@@ -656,10 +635,7 @@ class _Resolver:
     # --- scalars -------------------------------------------------------------------------
 
     def positive_int(self, table: Mapping[str, object], name: str, where: str, default: int) -> int:
-        value = table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.expected(f"{where}.{name}", "a positive integer", value)
-        return value
+        return integer(table.get(name, default), f"{where}.{name}", self.error)
 
     def seconds(
         self,
@@ -671,16 +647,7 @@ class _Resolver:
         allow_zero: bool = False,
     ) -> float:
         value = table.get(name, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-            or (value == 0 and not allow_zero)
-        ):
-            what = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
-            raise self.expected(f"{where}.{name}", what, value)
-        return float(value)
+        return seconds(value, f"{where}.{name}", self.error, allow_zero=allow_zero)
 
 
 def _metrics_path(value: bool | str) -> str | None:

