@@ -218,8 +218,10 @@ def test_the_shared_server_fallback_starts_a_cluster_where_nothing_answers() -> 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert not answers("127.0.0.1", port)
-    with shared_postgres("127.0.0.1", port) as dsn:
+    with shared_postgres("127.0.0.1", port) as server:
+        dsn = server.dsn()
         assert dsn == f"postgresql://postgres@127.0.0.1:{port}/test"
+        assert server.cluster is not None
         assert answers("127.0.0.1", port)
         import asyncio
 
