@@ -12,15 +12,17 @@ from typing import Any
 import pytest
 
 from tcpworkers.errors import EgressDeniedError
-from tcpworkers.runtime._logging import (
+from tcpworkers.runtime._access import (
     AccessLog,
-    JsonFormatter,
-    RedactSecrets,
-    TextFormatter,
     access_fields,
     format_access_line,
     format_bytes,
     format_duration,
+)
+from tcpworkers.runtime._logging import (
+    JsonFormatter,
+    RedactSecrets,
+    TextFormatter,
     set_secrets,
 )
 from tcpworkers.runtime._settings import RequestRecord

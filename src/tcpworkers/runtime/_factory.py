@@ -18,11 +18,12 @@ from typing import Final
 from tcpworkers.drivers._loop import gate_every_new_loop
 from tcpworkers.egress import set_default_policy
 from tcpworkers.errors import ConfigError, WorkerLoadError
+from tcpworkers.runtime._access import AccessLog
 from tcpworkers.runtime._app import WorkerApp
 from tcpworkers.runtime._asgi import ASGIApp
 from tcpworkers.runtime._config import Config, Overrides, load_config
 from tcpworkers.runtime._devloop import load_error_app, reload_changed, reload_message
-from tcpworkers.runtime._logging import LOGGER, AccessLog, redact, set_secrets
+from tcpworkers.runtime._logging import LOGGER, redact, set_secrets
 from tcpworkers.runtime._metrics import Metrics, MetricsEndpoint
 from tcpworkers.runtime._pgbinding import make_postgres_binding, pool_metrics
 from tcpworkers.runtime._settings import Mode, RequestObserver

@@ -1,4 +1,4 @@
-"""Logging for served workers: the access log, text and JSON formats, secret redaction.
+"""Logging for served workers: text and JSON formats, secret redaction, the handlers.
 
 Two formats, one per mode by default:
 
@@ -7,8 +7,8 @@ Two formats, one per mode by default:
 - ``json`` (serve): one JSON object per line for everything, access lines carrying the same
   fields plus a timestamp and the error type.
 
-``out``/``in`` are the bytes the request's outbound connections sent and received (what the
-gate counts), not the HTTP body sizes: they say what a request cost downstream.
+The access log itself (its line, its fields, and the observer that writes it) is in
+``_access.py``.
 
 Secrets never reach the log: the access log has no query strings, headers or exception
 messages (only the error's type), and every handler :func:`log_config` builds passes records
@@ -22,29 +22,25 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, final
+from typing import Any, Final, Literal
 
 from tcpworkers.runtime import _terminal as _terminal_module
-from tcpworkers.runtime._settings import RequestRecord
 from tcpworkers.runtime._terminal import TextFormatter
 
 __all__ = [
     "ACCESS_LOGGER",
     "FIELDS_ATTR",
     "LOGGER",
-    "AccessLog",
+    "BatchingStreamHandler",
     "JsonFormatter",
     "RedactSecrets",
     "TextFormatter",
-    "access_fields",
-    "format_access_line",
-    "format_bytes",
     "flush_logs",
-    "format_duration",
     "log_config",
     "redact",
+    "redacting",
     "set_secrets",
 ]
 
@@ -57,7 +53,8 @@ REDACTED: Final = "[redacted]"
 # that short protects nothing anyway.
 MIN_REDACTED_LENGTH: Final = 4
 
-_secrets: frozenset[str] = frozenset()
+# Longest first, so a secret that contains another is replaced whole (sorted once, here).
+_secrets: tuple[str, ...] = ()
 _secrets_lock = threading.Lock()
 
 
@@ -65,7 +62,13 @@ def set_secrets(values: Iterable[str]) -> None:
     """Set the secret values :class:`RedactSecrets` removes from every log record."""
     global _secrets
     with _secrets_lock:
-        _secrets = frozenset(v for v in values if len(v) >= MIN_REDACTED_LENGTH)
+        kept = {v for v in values if len(v) >= MIN_REDACTED_LENGTH}
+        _secrets = tuple(sorted(kept, key=lambda v: (-len(v), v)))
+
+
+def redacting() -> bool:
+    """True when secret values are configured (so :func:`redact` may change a text)."""
+    return bool(_secrets)
 
 
 def redact(text: str) -> str:
@@ -74,104 +77,10 @@ def redact(text: str) -> str:
 
 
 def _redact(text: str) -> str:
-    # Longest first, so a secret that contains another is replaced whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
-
-
-# --- the access log -----------------------------------------------------------------------
-
-
-def format_bytes(count: int) -> str:
-    """``512B``, ``1.2kB``, ``3.4MB``: decimal (SI) units, one decimal above a kilobyte."""
-    if count < 1000:
-        return f"{count}B"
-    value = float(count)
-    for unit in ("kB", "MB", "GB"):
-        value /= 1000
-        if value < 1000 or unit == "GB":
-            return f"{value:.1f}{unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def format_duration(seconds: float) -> str:
-    """``0.4ms``, ``12.3ms``, ``1.25s``."""
-    if seconds < 1:
-        return f"{seconds * 1000:.1f}ms"
-    return f"{seconds:.2f}s"
-
-
-def _error_name(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    kind = type(error)
-    if kind.__module__ == "builtins":
-        return kind.__qualname__
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def access_fields(record: RequestRecord) -> dict[str, object]:
-    """The fields of one access-log entry (the JSON line's keys besides time/level/logger)."""
-    stats = record.stats
-    return {
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
-        "duration_ms": round(record.duration * 1000, 3),
-        "sockets": stats.sockets_opened,
-        "bytes_out": stats.bytes_out,
-        "bytes_in": stats.bytes_in,
-        "connect_ms": round(stats.connect_seconds * 1000, 3),
-        "egress_denied": stats.sockets_denied,
-        "error": _error_name(record.error),
-    }
-
-
-def format_access_line(record: RequestRecord) -> str:
-    """The dev line: ``GET /path 200 12.3ms sockets=2 out=1.2kB in=3.4kB [error=Type]``."""
-    stats = record.stats
-    line = (
-        f"{record.method} {record.path} {record.status} {format_duration(record.duration)} "
-        f"sockets={stats.sockets_opened} out={format_bytes(stats.bytes_out)} "
-        f"in={format_bytes(stats.bytes_in)}"
-    )
-    if stats.sockets_denied:
-        line += f" denied={stats.sockets_denied}"
-    error = _error_name(record.error)
-    if error is not None:
-        line += f" error={error}"
-    return line
-
-
-@final
-class AccessLog:
-    """A ``RequestObserver`` that logs one entry per finished request.
-
-    Args:
-        log_format: ``"text"`` for the readable line, ``"json"`` for structured fields (the
-            line is the message either way; the JSON formatter adds the fields).
-        logger: where entries go; the ``tcpworkers.access`` logger by default.
-    """
-
-    def __init__(
-        self, log_format: Literal["text", "json"] = "text", *, logger: logging.Logger | None = None
-    ) -> None:
-        self.log_format = log_format
-        self.logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER)
-
-    def request_finished(self, record: RequestRecord) -> None:
-        """Log ``record``; never raises (a logging failure must not fail a request)."""
-        try:
-            level = logging.ERROR if record.status >= 500 else logging.INFO
-            self.logger.log(
-                level,
-                format_access_line(record),
-                extra={FIELDS_ATTR: access_fields(record)} if self.log_format == "json" else None,
-            )
-        except Exception:  # pragma: no cover - logging.Handler.handleError covers handler errors
-            logging.getLogger(LOGGER).exception("the access log failed")
 
 
 # --- formatters and the redaction filter --------------------------------------------------
@@ -246,11 +155,23 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            text = self.format(record)
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception:
             self.handleError(record)
+            return
+        self.write_text(text, lambda: record)
+
+    def write_text(self, text: str, record: Callable[[], logging.LogRecord]) -> None:
+        """Write one formatted line (``record()`` is what a failed write reports); the caller
+        holds the handler's lock, as ``Handler.handle`` does for ``emit``."""
+        try:
+            self.stream.write(text + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record())
             return
         if self._flush_scheduled:
             return

@@ -157,7 +157,7 @@ def _serve(config: Config, shown: str) -> int:
         lifespan="on",
         interface="asgi3",
         log_config=log_config(server_settings.log_format, quiet=config.mode == "dev"),
-        access_log=False,  # tcpworkers.runtime._logging.AccessLog writes the access log
+        access_log=False,  # tcpworkers.runtime._access.AccessLog writes the access log
         workers=server_settings.workers,
         reload=server_settings.reload,
         reload_dirs=reload_dirs,

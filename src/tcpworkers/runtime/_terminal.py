@@ -92,7 +92,10 @@ class AccessTextFormatter(logging.Formatter):
         self.colour = wants_colour(_stream(stream))
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        return self.colourise(super().format(record))
+
+    def colourise(self, text: str) -> str:
+        """``text`` (an access line) with its status coloured, when colour is on."""
         if not self.colour:
             return text
         match = _ACCESS_STATUS.match(text)
