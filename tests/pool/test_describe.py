@@ -11,7 +11,7 @@ import pytest
 
 from tcpworkers.pool._pool import PoolSettings
 
-from .conftest import DIRECT, Binding, serve_binding
+from .conftest import Binding, direct_dsn, serve_binding
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ async def test_inside_a_transaction_the_server_describes(one_server: Binding) ->
 
 async def test_a_schema_change_after_a_cached_answer(one_server: Binding) -> None:
     table = f"pool_describe_{secrets.token_hex(4)}"
-    direct = await asyncpg.connect(DIRECT)
+    direct = await asyncpg.connect(direct_dsn())
     try:
         await direct.execute(f"create table {table}(a int); insert into {table} values (1)")
         assert [tuple(r) for r in await _once(one_server, f"select * from {table}")] == [(1,)]

@@ -27,10 +27,19 @@ until its source ended.) The pump's cancellation is told apart from a server's (
 ``Task.uncancel()``, as ``asyncio.timeout`` does.
 
 Limits. ``limits.wall_time`` (default 30 s) is the deadline for the response: the HANDLER and
-STREAMING phases run under ``asyncio.timeout_at`` (expiry: 504 if nothing was sent, else the
-response is aborted). ``wait_until`` tasks then get ``limits.wait_until_time`` (default 30 s)
-of their own, after which they are cancelled. Either expiry is logged once, naming where the
-worker's code was waiting (``_running.py``).
+STREAMING phases run under it (expiry: 504 if nothing was sent, else the response is aborted).
+``wait_until`` tasks then get ``limits.wait_until_time`` (default 30 s) of their own, after
+which they are cancelled. Either expiry is logged once, naming where the worker's code was
+waiting (``_running.py``).
+
+Timers. Most requests end within milliseconds, and two loop timers per request (the pump's
+delay, the deadline's ``asyncio.timeout_at``) cost about a third of serving one. So one timer
+per application (``Watch``) serves every request: requests join its queue in start order and
+leave it when their response is done; a request still there ``_PUMP_DELAY`` after its start
+gets its pump started (if the handler is still running) and a deadline timer of its own. The
+deadline cancels the task as ``asyncio.timeout`` does and is told apart from other
+cancellations the same way (``Task.uncancel()``, ``Exchange.take_timeout_cancel``); fetch
+workers use this, ASGI-application workers still run under ``asyncio.timeout_at``.
 
 Shutdown. A server that stops waiting for a request (uvicorn after ``shutdown_timeout``)
 cancels its task. The request then ends like any other (scope closed, record reported), with
@@ -58,6 +67,7 @@ from typing import Any, Final, final
 
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._env import Binding, Env
+from tcpworkers.runtime._exchange import Watch
 from tcpworkers.runtime._lifespan import Bindings, serve_lifespan
 from tcpworkers.runtime._logging import flush_logs
 from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
@@ -119,6 +129,7 @@ class WorkerApp(FetchServing, AsgiServing):
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
         self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
+        self._watch = Watch(settings.limits.wall_time)  # one timer for all requests
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,9 +140,9 @@ class WorkerApp(FetchServing, AsgiServing):
             self._in_flight.add(task)
             try:
                 if self.worker.kind == "asgi":
-                    await self._serve_asgi(scope, receive, send)
+                    await self._serve_asgi(scope, receive, send, task)
                 else:
-                    await self._serve_fetch(scope, receive, send)
+                    await self._serve_fetch(scope, receive, send, task)
             finally:
                 self._in_flight.discard(task)
         elif kind == "websocket":

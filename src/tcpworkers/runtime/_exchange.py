@@ -1,10 +1,13 @@
 """One HTTP request as the app serves it: its response side, its inbound side, its run.
 
 - :class:`Exchange` is the response side: what was sent (status, started, complete), the phase
-  the request is in (``Phase``), and the cancellation when the client leaves.
+  the request is in (``Phase``), and the cancellations: when the client leaves, and when the
+  request runs out of wall time.
 - :class:`Inbound` is the request body and the client's liveness, read by one pump task.
 - :class:`RequestRun` is what every request starts with: its label, limits, scope, ``ctx``,
   exchange and wall-time deadline (it replaces a 7-tuple).
+- :class:`Watch` is one timer per application for all of its requests (see "Timers" in
+  ``_app.py``).
 
 See ``_app.py`` for the theory of operation.
 """
@@ -15,25 +18,29 @@ import asyncio
 import enum
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import Any, Final, final
 
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import ClientDisconnectedError, ClientGone
-from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
+from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._settings import Limits
 from tcpworkers.scope import RequestScope
 
-__all__ = ["Exchange", "Inbound", "Phase", "RequestRun"]
+__all__ = ["Exchange", "Inbound", "Phase", "RequestRun", "Watch"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
 # How long a handler runs before the request starts watching for the client going away (see
-# Inbound): long enough that a typical quick handler never pays for the watching task.
+# Inbound) and gets a timer for its wall-time deadline (see Watch): long enough that a typical
+# quick request never pays for either.
 _PUMP_DELAY: Final = 0.05
+# A loop timer may fire up to a millisecond early (libuv's resolution); what is due by then is
+# handled in that run instead of re-arming for a fraction of a millisecond.
+_TIMER_SLACK: Final = 0.001
 # Request body bytes the pump buffers ahead of the reader before it stops receiving (uvicorn
 # buffers about as much again before it stops reading the socket).
 _BODY_HIGH_WATER: Final = 64 * 1024
@@ -47,10 +54,12 @@ class Phase(enum.Enum):
 
 @final
 class Exchange:
-    """One HTTP request's response side: what was sent, and the disconnect cancellation."""
+    """One HTTP request's response side: what was sent, and the request's cancellations."""
 
     __slots__ = (
         "_cancel_requested",
+        "_deadline_timer",
+        "_expiring",
         "_send",
         "complete",
         "disconnected",
@@ -63,10 +72,10 @@ class Exchange:
         "task",
     )
 
-    def __init__(self, send: Send, *, head: bool) -> None:
+    def __init__(self, send: Send, task: asyncio.Task[Any] | None, *, head: bool) -> None:
         self._send = send
         self.head = head
-        self.task = asyncio.current_task()
+        self.task = task
         self.phase = Phase.HANDLER
         self.status = 500
         self.started = False
@@ -75,6 +84,8 @@ class Exchange:
         self.error: BaseException | None = None
         self.origin: str | None = None  # where the worker streamed a socket into the response
         self._cancel_requested = False
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._expiring = False  # the wall time ran out and the task was cancelled for it
 
     def client_gone(self) -> None:
         """The pump saw ``http.disconnect``: stop the handler or the stream."""
@@ -90,23 +101,55 @@ class Exchange:
         self._cancel_requested = False
         return self.task.uncancel() == 0
 
+    # -- the wall-time deadline: what asyncio.timeout_at() did, for a fraction of the cost ---
+
+    def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Cancel the request's task at ``deadline`` (loop time) unless it is done by then."""
+        if self._deadline_timer is None and self.phase is not Phase.DONE:
+            self._deadline_timer = loop.call_at(deadline, self._time_up)
+
+    def _time_up(self) -> None:
+        self._deadline_timer = None
+        if self.phase is not Phase.DONE and self.task is not None and not self._expiring:
+            self._expiring = True
+            self.task.cancel()
+
+    def take_timeout_cancel(self, cancelling: int) -> bool:
+        """True if a CancelledError is the wall time's and nobody else cancelled the task since
+        the deadline was set (``cancelling``: the task's count then), as ``asyncio.timeout``
+        decides when it turns a cancellation into ``TimeoutError``."""
+        if not self._expiring or self.task is None:
+            return False
+        self._expiring = False
+        return self.task.uncancel() <= cancelling
+
+    def disarm(self) -> None:
+        """The deadline no longer applies (the response is done): drop the timer, and take back
+        a cancellation that fired too late to be delivered, as ``asyncio.timeout`` does."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if self._expiring and self.task is not None:
+            self._expiring = False
+            self.task.uncancel()
+
+    # -- sending ----------------------------------------------------------------------------
+
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.started = True
-        await self._send_message(
-            {"type": "http.response.start", "status": status, "headers": headers}
-        )
-
-    async def body(self, chunk: bytes, *, more: bool) -> None:
-        await self._send_message({"type": "http.response.body", "body": chunk, "more_body": more})
-        if not more:
-            self.complete = True
-
-    async def _send_message(self, message: Message) -> None:
         try:
-            await self._send(message)
+            await self._send({"type": "http.response.start", "status": status, "headers": headers})
         except OSError as exc:
             raise ClientGone from exc
+
+    async def body(self, chunk: bytes, *, more: bool) -> None:
+        try:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+        except OSError as exc:
+            raise ClientGone from exc
+        if not more:
+            self.complete = True
 
 
 @final
@@ -123,10 +166,13 @@ class Inbound:
 
     The pump costs a task, so it starts only when it has work: when the handler reads the body,
     when a streamed response body starts, or when the handler has been running for
-    ``_PUMP_DELAY`` (a quick handler finishes before a disconnect could matter). The timer is
-    not used when the client sent ``Expect: 100-continue``: the first ``receive`` makes uvicorn
-    answer "100 Continue", inviting the upload, which a handler that refuses the request
-    without reading its body should spare the client.
+    ``_PUMP_DELAY`` (a quick handler finishes before a disconnect could matter; see
+    :class:`Watch`). The delay does not start it when the client sent ``Expect: 100-continue``:
+    the first ``receive`` makes uvicorn answer "100 Continue", inviting the upload, which a
+    handler that refuses the request without reading its body should spare the client.
+
+    Iterating it (``async for``) reads the body: the request's body stream is the ``Inbound``
+    itself, so a request whose body is never read costs no generator.
     """
 
     __slots__ = (
@@ -137,7 +183,6 @@ class Inbound:
         "_pump_waiter",
         "_reader_waiter",
         "_receive",
-        "_timer",
         "disconnected",
         "task",
     )
@@ -152,30 +197,18 @@ class Inbound:
         self._pump_waiter: asyncio.Future[None] | None = None
         self.disconnected = False
         self.task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start_later(self, scope: Scope) -> None:
-        """Start the pump if the handler is still running after ``_PUMP_DELAY``."""
-        if not any(name == b"expect" for name, _ in scope["headers"]):
-            self._timer = asyncio.get_running_loop().call_later(_PUMP_DELAY, self.start)
 
     def start(self) -> None:
         """Start the pump now (idempotent)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._pump())
 
-    def handler_returned(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def stop(self) -> None:
-        self.handler_returned()
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.body()
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body's chunks (the request's body stream; consumed once, see ``Body``)."""
@@ -230,7 +263,7 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 @final
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RequestRun:
     """What every request starts with: who it is, its scope, its ``ctx`` and its exchange."""
 
@@ -242,6 +275,8 @@ class RequestRun:
     exchange: Exchange
     started_at: float = field(default_factory=time.perf_counter)
     deadline: float | None = None  # loop time when limits.wall_time runs out
+    inbound: Inbound | None = None  # a fetch worker's request body (started by the Watch)
+    headers: Any = None  # the ASGI scope's headers (the Watch looks for Expect)
 
     @property
     def label(self) -> str:
@@ -249,8 +284,18 @@ class RequestRun:
         return self.request_scope.label
 
     @classmethod
-    def begin(cls, scope: Scope, send: Send, *, policy: EgressPolicy, limits: Limits) -> RequestRun:
-        """A request's scope (egress policy, limits), its ``ctx`` and its exchange."""
+    def begin(
+        cls,
+        scope: Scope,
+        send: Send,
+        *,
+        policy: EgressPolicy,
+        limits: Limits,
+        task: asyncio.Task[Any] | None,
+        now: float,
+    ) -> RequestRun:
+        """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
+        the loop's time, ``task`` the task serving the request."""
         method: str = scope["method"]
         path: str = scope["path"]
         label = f"{method} {path}"
@@ -266,8 +311,77 @@ class RequestRun:
             limits,
             request_scope,
             ExecutionContext(request_scope, label=label),
-            Exchange(send, head=method == "HEAD"),
+            Exchange(send, task, head=method == "HEAD"),
         )
         if limits.wall_time is not None:
-            run.deadline = asyncio.get_running_loop().time() + limits.wall_time
+            run.deadline = now + limits.wall_time
         return run
+
+    def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
+        for the client leaving (the handler is still running) and arm the deadline."""
+        exchange = self.exchange
+        if exchange.phase is Phase.DONE:
+            return
+        if (
+            exchange.phase is Phase.HANDLER
+            and self.inbound is not None
+            and not any(name == b"expect" for name, _ in self.headers or ())
+        ):
+            self.inbound.start()
+        if self.deadline is not None:
+            exchange.arm(loop, self.deadline)
+
+
+@final
+class Watch:
+    """One loop timer for every request of an application, instead of two per request.
+
+    A request that runs longer than ``_PUMP_DELAY`` needs its receive pump started and a timer
+    for its wall-time deadline; most requests end long before, and a loop timer (armed, then
+    cancelled) cost about as much as the rest of such a request. So requests join this queue
+    when they start and leave it when their response is done; the queue is in start order, so
+    everyone's turn (start + the same delay) comes in that order too, and one timer, armed for
+    the oldest request, is enough. A request still running when its turn comes is handed its
+    own deadline timer (:meth:`RequestRun.grown_up`).
+    """
+
+    __slots__ = ("_after", "_loop", "_runs", "_timer")
+
+    def __init__(self, wall_time: float | None) -> None:
+        self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
+        self._runs: OrderedDict[RequestRun, float] = OrderedDict()  # run -> when its turn comes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, run: RequestRun, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        if loop is not self._loop:
+            # Another event loop (an app served by several in turn, as tests do): what was
+            # queued belongs to the old one, whose timer (if it ever fires) is ignored.
+            self._runs.clear()
+            self._timer = None
+            self._loop = loop
+        due = now + self._after
+        self._runs[run] = due
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._fire, loop)
+
+    def discard(self, run: RequestRun) -> None:
+        self._runs.pop(run, None)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return
+        self._timer = None
+        runs = self._runs
+        ready = loop.time() + _TIMER_SLACK
+        while runs:
+            run, due = next(iter(runs.items()))
+            if due > ready:
+                self._timer = loop.call_at(due, self._fire, loop)
+                return
+            del runs[run]
+            try:
+                run.grown_up(loop)
+            except Exception:  # one request's failure must not stop the others' timers
+                logger.exception("%s: starting its watch failed", run.label)

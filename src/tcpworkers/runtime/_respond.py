@@ -18,7 +18,7 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Env
-from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
+from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun, Watch
 from tcpworkers.runtime._lifespan import Bindings
 from tcpworkers.runtime._running import describe_traceback
 from tcpworkers.runtime._settings import RequestObserver, RequestRecord, RuntimeSettings
@@ -42,6 +42,7 @@ class Responder:
     env: Env
     _bindings_life: Bindings
     _observers: tuple[RequestObserver, ...]
+    _watch: Watch
 
     def _handler_failed(
         self, exchange: Exchange, exc: BaseException, label: str, request: Request | None = None
@@ -64,11 +65,7 @@ class Responder:
         body = response._body
         headers = response.headers._raw()
         data = body.data
-        if (
-            data is not None
-            and "content-length" not in response.headers
-            and "transfer-encoding" not in response.headers
-        ):
+        if data is not None and _unframed(response):
             headers.append((b"content-length", str(len(data)).encode()))
         await exchange.start(response.status, headers)
         if data is not None or exchange.head:
@@ -206,6 +203,14 @@ async def end_scope(ctx: ExecutionContext, request_scope: RequestScope) -> None:
         await asyncio.shield(request_scope.aclose())
     else:
         await request_scope.aclose()  # marks it closed; finishes without suspending
+
+
+def _unframed(response: Response) -> bool:
+    """True when the worker set neither Content-Length nor Transfer-Encoding."""
+    for name, _ in response.headers._fields:
+        if name == "content-length" or name == "transfer-encoding":
+            return False
+    return True
 
 
 async def _discard(stream: object) -> None:

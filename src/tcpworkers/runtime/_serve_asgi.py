@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from tcpworkers.errors import ClientGone
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
@@ -21,11 +22,15 @@ logger = logging.getLogger("tcpworkers.runtime")
 class AsgiServing(Responder):
     """``WorkerApp``'s half that serves ASGI-application workers."""
 
-    async def _serve_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_asgi(
+        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
+    ) -> None:
         app = self.worker.asgi_app
         assert app is not None
+        now = asyncio.get_running_loop().time()
+        settings = self.settings
         run = RequestRun.begin(
-            scope, send, policy=self.settings.policy, limits=self.settings.limits
+            scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, label = run.exchange, run.ctx, run.label
         state = dict(scope.get("state") or {})

@@ -7,6 +7,7 @@ import asyncio
 import http
 import logging
 import reprlib
+from typing import Any
 
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.http._request import Request
@@ -16,7 +17,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
 from tcpworkers.runtime._respond import Responder, end_scope, plain_response
 from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
-from tcpworkers.scope import use_scope
+from tcpworkers.scope._current import enter_scope, leave_scope
 
 __all__ = ["FetchServing"]
 
@@ -26,78 +27,81 @@ logger = logging.getLogger("tcpworkers.runtime")
 class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
-    async def _serve_fetch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_fetch(
+        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        settings = self.settings
         run = RequestRun.begin(
-            scope, send, policy=self.settings.policy, limits=self.settings.limits
+            scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
-        exchange, ctx, label = run.exchange, run.ctx, run.label
-        inbound = Inbound(receive, on_disconnect=exchange.client_gone)
-        with use_scope(run.request_scope):
-            inbound.start_later(scope)
-            responded = False
+        exchange, ctx, request_scope = run.exchange, run.ctx, run.request_scope
+        inbound = run.inbound = Inbound(receive, on_disconnect=exchange.client_gone)
+        run.headers = scope["headers"]
+        token = enter_scope(request_scope)
+        responded = False
+        try:
+            request = Request._from_asgi(scope, inbound)
+            await self._respond(request, run, loop, now)
+            responded = True
+            if ctx.pending:
+                await self._drain(ctx, run.label)
+            else:
+                ctx._end()  # later wait_until() calls are refused
+        except asyncio.CancelledError as exc:
+            # Only the server cancels from outside (a client leaving is handled in
+            # _respond): see "Shutdown" in _app.py. Not re-raised: uvicorn would log it
+            # as "Exception in ASGI application".
+            if not responded:
+                await self._cut_off(exchange, exc, run.label)
+        finally:
             try:
-                request = Request._from_asgi(scope, inbound.body())
-                await self._respond(request, ctx, exchange, inbound, run.deadline, label)
-                responded = True
-                await self._drain(ctx, label)
-            except asyncio.CancelledError as exc:
-                # Only the server cancels from outside (a client leaving is handled in
-                # _respond): see "Shutdown" in _app.py. Not re-raised: uvicorn would log it
-                # as "Exception in ASGI application".
-                if not responded:
-                    await self._cut_off(exchange, exc, label)
-            finally:
                 exchange.phase = Phase.DONE
                 inbound.stop()
-                await end_scope(ctx, run.request_scope)
+                if ctx.pending or not request_scope.close_if_idle():
+                    await end_scope(ctx, request_scope)
+                else:
+                    ctx._end()
                 self._report(run, inbound.disconnected)
+            finally:
+                leave_scope(token)
 
     async def _respond(
-        self,
-        request: Request,
-        ctx: ExecutionContext,
-        exchange: Exchange,
-        inbound: Inbound,
-        deadline: float | None,
-        label: str,
+        self, request: Request, run: RequestRun, loop: asyncio.AbstractEventLoop, now: float
     ) -> None:
-        """The HANDLER and STREAMING phases, under the wall-time deadline."""
-        timeout = None if deadline is None else asyncio.timeout_at(deadline)
+        """The HANDLER and STREAMING phases, under the wall-time deadline (see "Timers" in
+        ``_app.py``: the deadline's timer is armed only for a request still running after
+        ``_PUMP_DELAY``)."""
+        exchange = run.exchange
+        task = exchange.task
+        cancelling = task.cancelling() if task is not None else 0
+        watch = self._watch
+        watch.add(run, loop, now)
         try:
-            if timeout is None:
-                await self._handle_and_send(request, ctx, exchange, inbound, label)
-            else:
-                async with timeout:
-                    await self._handle_and_send(request, ctx, exchange, inbound, label)
-        except asyncio.CancelledError:
-            if not exchange.take_disconnect_cancel():
+            await self._handle_and_send(request, run)
+        except asyncio.CancelledError as exc:
+            if exchange.take_timeout_cancel(cancelling):
+                exchange.phase = Phase.DONE
+                watch.discard(run)
+                await self._wall_time_exceeded(exchange, _timed_out(exc), run.label)
+            elif not exchange.take_disconnect_cancel():
                 raise
         except ClientGone:
             exchange.disconnected = True
-        except TimeoutError as exc:
-            if timeout is None or not timeout.expired():
-                self._stream_failed(exchange, exc, label)
-                return
-            exchange.phase = Phase.DONE
-            await self._wall_time_exceeded(exchange, exc, label)
-        except Exception as exc:
-            self._stream_failed(exchange, exc, label)
+        except Exception as exc:  # a TimeoutError here is the worker's own, not the deadline's
+            self._stream_failed(exchange, exc, run.label)
         finally:
             exchange.phase = Phase.DONE
+            watch.discard(run)
+            exchange.disarm()
         if exchange._cancel_requested:
             # The handler swallowed our cancellation; the client is gone all the same.
             exchange.take_disconnect_cancel()
 
-    async def _handle_and_send(
-        self,
-        request: Request,
-        ctx: ExecutionContext,
-        exchange: Exchange,
-        inbound: Inbound,
-        label: str,
-    ) -> None:
-        response = await self._call_handler(request, ctx, exchange, label)
-        inbound.handler_returned()
+    async def _handle_and_send(self, request: Request, run: RequestRun) -> None:
+        exchange, label = run.exchange, run.label
+        response = await self._call_handler(request, run.ctx, exchange, label)
         if response is None:  # the client left while the handler failed
             return
         exchange.phase = Phase.STREAMING
@@ -109,7 +113,7 @@ class FetchServing(Responder):
                 exchange.error = failure
                 dev = self.settings.mode == "dev"
                 response = bad_gateway(failure, label, response._origin, dev=dev)
-        await self._send_response(response, exchange, inbound)
+        await self._send_response(response, exchange, run.inbound)
         exchange.phase = Phase.DONE
 
     def _stream_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
@@ -150,3 +154,11 @@ class FetchServing(Responder):
             "Response.json(data)"
         )
         return self._handler_failed(exchange, error, label, request)
+
+
+def _timed_out(cancelled: asyncio.CancelledError) -> TimeoutError:
+    """The ``TimeoutError`` ``asyncio.timeout`` would raise: its cause carries the frames the
+    cancellation unwound (where the worker's code was, for the log)."""
+    error = TimeoutError()
+    error.__cause__ = cancelled
+    return error

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from typing import final
 
-from tcpworkers.scope._current import use_scope
+from tcpworkers.scope._current import enter_scope, leave_scope
 
 __all__ = ["is_trusted", "trusted_connections"]
 
@@ -29,18 +29,26 @@ _trusted: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def trusted_connections() -> Iterator[None]:
+def trusted_connections() -> contextlib.AbstractContextManager[None]:
     """Run a block outside any request scope with the gate stepped aside (see module docstring).
 
     Tasks started inside the block inherit it (they copy the context).
     """
-    token = _trusted.set(True)
-    try:
-        with use_scope(None):
-            yield
-    finally:
-        _trusted.reset(token)
+    return _Trusted()
+
+
+@final
+class _Trusted:
+    # A class, not @contextmanager: the gate enters this once or twice per connection.
+    __slots__ = ("_scope_token", "_token")
+
+    def __enter__(self) -> None:
+        self._token = _trusted.set(True)
+        self._scope_token = enter_scope(None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        leave_scope(self._scope_token)
+        _trusted.reset(self._token)
 
 
 def is_trusted() -> bool:
