@@ -2,6 +2,9 @@
 
 The theory of operation is in ``_relay``, whose :func:`~tcpworkers.pool._relay.serve_client`
 logs the client in and then runs :meth:`RelayClient.run` until the client goes.
+
+Size: over the ~450-line guideline on purpose: one client's relay state (statement mapping,
+pending answers, the answers given without a server) in one class, read against ``_relay``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ _READ: Final = 65536
 _PARSE_COMPLETE: Final = m.ParseComplete().encode()
 _CLOSE_COMPLETE: Final = m.CloseComplete().encode()
 _READY_IDLE: Final = m.ReadyForQuery("I").encode()
+_DESCRIPTIONS_MAX: Final = 4096  # statement texts whose Describe answer the pool keeps
 
 
 @final
@@ -83,7 +87,7 @@ class RelayClient:
                     continue
                 server = self.server
                 if server is None:
-                    if kind == 72:  # Flush outside a transaction: nothing to flush
+                    if kind == 72 or self.answer_idle(frame):  # nothing for a server (yet)
                         continue
                     server = await self.bind(frame.type)
                     if server is None:
@@ -264,6 +268,39 @@ class RelayClient:
         self.pending.append((q.ENDS[80], q.PARSE_DROP, known))
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
 
+    def answer_idle(self, frame: Frame) -> bool:
+        """Between transactions, answer a Parse or a Describe of a named statement whose text
+        the pool has seen described, without a server connection: acquiring one now would hold
+        it while this client's task waits its turn to send Bind (a whole loop cycle on a busy
+        process), which bounds throughput at ``max_size`` per cycle. The Bind then acquires one,
+        and a server that lacks the statement gets the Parse in the same write (``ensure``)."""
+        if self.state is not ClientState.CL_IDLE or not self.keep or self.txn_status != "I":
+            return False
+        kind, raw = frame
+        known = self.pool.descriptions
+        if kind == 80:  # Parse
+            message = decode_frontend(frame)
+            assert isinstance(message, m.Parse)
+            key = (message.sql, message.param_types)
+            if not message.name or key not in known or not self.settled():
+                return False
+            found = analyze(message.sql)
+            if found.pins or found.forgets_prepared:
+                return False
+            self.statements[message.name] = key
+            self.pool.parse_saved += 1
+            self.pending.append((q.NEVER, q.SYNTHETIC, q.Parsed(message.name, key)))
+            return True
+        if kind == 68 and raw[5] == 83 and len(raw) > 7:  # Describe of a named statement
+            wanted = self.statements.get(raw[6:-1].decode("utf-8", "surrogateescape"))
+            description = known.get(wanted) if wanted is not None else None
+            if description is None or not self.settled():
+                return False
+            self.pool.describe_saved += 1
+            self.synthetic(description)
+            return True
+        return False
+
     def may_answer(self, prefix: bytes) -> bool:
         """A Describe of a prepared statement may be answered from what the server said of it
         before when nothing is outstanding, no transaction is open (SET LOCAL, DDL in it) and
@@ -373,7 +410,12 @@ class RelayClient:
                     out.append(raw)
                 if action == q.DESCRIBE:
                     assert isinstance(data, ServerStatement)
-                    data.description = _described(passed, raw)
+                    data.description = description = _described(passed, raw)
+                    if description is not None:
+                        known = self.pool.descriptions
+                        if len(known) >= _DESCRIPTIONS_MAX:
+                            known.clear()
+                        known[data.key] = description
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
                 continue
@@ -385,6 +427,7 @@ class RelayClient:
                     # pool prepared there no longer fits the schema; prepare afresh from now on
                     # (new names; what the server still holds under the old ones goes unused).
                     server.forget_statements()
+                    self.pool.descriptions.clear()
                 if error.get("S") in ("FATAL", "PANIC"):
                     self.said_fatal = True  # the server ends the session: nothing to add to it
                 elif entry is not None and entry[0] is not q.ENDS_Z:

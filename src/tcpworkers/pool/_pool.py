@@ -28,7 +28,7 @@ from typing import final
 
 from tcpworkers.errors import PoolClosedError, PoolTimeoutError
 
-from ._server import PooledServer, ServerLink, looks_dead, run_queries
+from ._server import PooledServer, ServerLink, StatementKey, looks_dead, run_queries
 from ._settings import WAIT_BOUNDS, PoolSettings, PoolStats
 from ._state import Event, ServerState, next_state
 
@@ -86,6 +86,10 @@ class Pool:
         self.parse_saved = 0
         self.parse_forwarded = 0
         self.describe_saved = 0
+        # What PostgreSQL answered to a Describe of each statement text (any server connection
+        # of this pool): lets a client between transactions prepare and describe a known text
+        # without holding a server connection (see RelayClient.answer_idle).
+        self.descriptions: dict[StatementKey, bytes] = {}
         self._resets = 0
         self._pins = Counter[str]()
 
