@@ -17,8 +17,12 @@ prepares with Parse/Describe/Flush) work.
 Prepared statements: the client's statement names map to (query text, parameter types); each
 server connection prepares a text once under its own name (``_tw_N``). A client Parse of a text
 the current server already has is answered here: a synthetic ParseComplete, queued as a pending
-entry so it reaches the client in order (``parse_saved``). A Bind or Describe of a statement the
-current server lacks is preceded by a Parse the pooler injects and whose ParseComplete it drops.
+entry so it reaches the client in order (``parse_saved``); so is a Describe of a statement whose
+answer the pool kept from an earlier Describe of that text (``describe_saved``), outside
+transactions and pinned sessions. Between transactions both are answered before any server is
+acquired (``answer_idle``), so a new connection's Parse/Describe/Flush holds no server. A Bind
+or Describe of a statement the current server lacks is preceded by a Parse the pooler injects
+and whose ParseComplete it drops.
 Close of a statement only forgets the client's name (CloseComplete synthesised); the server keeps
 the statement for other clients until the connection is reset or closed. An ErrorResponse in the
 extended protocol makes the server skip to Sync; the entries it skips are dropped too. With
