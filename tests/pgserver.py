@@ -1,11 +1,13 @@
-"""PostgreSQL servers for the tests: what the ``scram_postgres``, ``tls_postgres`` and ``pg_dsn``
-fixtures (tests/conftest.py) hand out, and how the shared server is found or started.
+"""PostgreSQL servers for the tests: what the ``scram_postgres``, ``tls_postgres``, ``pg_server``
+and ``pg_dsn`` fixtures (tests/conftest.py) hand out, and how the shared server is found or
+started.
 
 The machine's PostgreSQL (127.0.0.1:5432, trust, database ``test``) trusts every loopback
 connection, so password and TLS tests run their own clusters with ``tcpworkers.localpg``. When
 nothing answers on 127.0.0.1:5432 (a machine with only Python), the suite starts a trust cluster
-there (or on a free port) with the same user and database, so the tests that use the shared
-server run too.
+with the same user and database (on 5432 when it is free, else on a free port). Tests reach the
+shared server through the ``pg_server`` fixture, or :func:`shared` where a helper builds DSNs
+outside a fixture, never through a hard-coded address.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import final
+from typing import Any, final
 
 from tcpworkers.localpg import LocalPostgres
 
 SHARED_HOST = "127.0.0.1"
 SHARED_PORT = 5432
-SHARED_DSN = f"postgresql://postgres@{SHARED_HOST}:{SHARED_PORT}/test"
+# The machine's server's Unix socket directory (Debian).
+SYSTEM_SOCKET_DIR = Path("/var/run/postgresql")
 
 
 @final
@@ -35,7 +38,7 @@ class PgServer:
     password: str | None
     database: str
     auth: str  # "scram-sha-256" | "md5" | "password" | "trust"
-    socket_dir: Path | None  # unix socket directory (None for the machine's shared server)
+    socket_dir: Path | None  # unix socket directory (None: the machine's server has none here)
     ca_path: Path | None  # the CA that signed the server certificate (TLS clusters)
     cluster: LocalPostgres | None  # None for the machine's shared server
 
@@ -85,13 +88,54 @@ def port_free(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def shared_postgres(host: str = SHARED_HOST, port: int = SHARED_PORT) -> Iterator[str]:
-    """The DSN of the server at ``host:port`` (trust, user postgres, database test) when one
-    answers there; otherwise of a local trust cluster with that user and database, on ``port``
-    when it is free, else on a free port. The cluster stops when the block ends."""
+def shared_postgres(host: str = SHARED_HOST, port: int = SHARED_PORT) -> Iterator[PgServer]:
+    """The server at ``host:port`` (trust, user postgres, database test) when one answers there;
+    otherwise a local trust cluster with that user and database, on ``port`` when it is free,
+    else on a free port. The cluster stops when the block ends."""
     if answers(host, port):
-        yield f"postgresql://postgres@{host}:{port}/test"
+        socket_dir = SYSTEM_SOCKET_DIR
+        has_socket = (socket_dir / f".s.PGSQL.{port}").exists()
+        yield PgServer(
+            host=host,
+            port=port,
+            user="postgres",
+            password=None,
+            database="test",
+            auth="trust",
+            socket_dir=socket_dir if has_socket else None,
+            ca_path=None,
+            cluster=None,
+        )
         return
     chosen = port if port_free(host, port) else None
     with LocalPostgres(auth="trust", user="postgres", database="test", port=chosen) as pg:
-        yield pg.dsn()
+        yield PgServer.of(pg)
+
+
+_shared: list[PgServer] = []  # the session's shared server, set by the pg_server fixture
+
+
+def shared() -> PgServer:
+    """The session's shared server (for helpers that build DSNs outside a fixture)."""
+    if not _shared:
+        raise RuntimeError(
+            "the shared PostgreSQL is not started: use the pg_server fixture (tests/conftest.py), "
+            "or add the test's directory to _SHARED_PG_USERS there"
+        )
+    return _shared[-1]
+
+
+def pg() -> dict[str, Any]:
+    """``asyncpg.connect()`` keyword arguments for the shared server."""
+    server = shared()
+    return {"host": server.host, "port": server.port, "user": server.user, "database": "test"}
+
+
+@contextlib.contextmanager
+def sharing(server: PgServer) -> Iterator[PgServer]:
+    """Make ``server`` what :func:`shared` returns while the block runs."""
+    _shared.append(server)
+    try:
+        yield server
+    finally:
+        _shared.remove(server)

@@ -26,6 +26,8 @@ from typing import Any, final
 
 import httpx
 
+from tcpworkers.errors import ServerNotFoundError
+
 HERE = Path(__file__).resolve().parent
 _OPEN = re.compile(r"^\s*open (http://\S+?)/?\s")
 CHROMIUM_FLAGS = (
@@ -110,12 +112,13 @@ def run_demo(
 
 
 def chromium() -> str:
-    """The Chromium binary; raises ``RuntimeError`` saying how to install it when missing."""
+    """The Chromium binary; raises ``ServerNotFoundError`` saying how to install it when missing
+    (the project's tests skip on it, naming the reason)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    raise RuntimeError(
-        "Chromium is not installed: apt-get install chromium (scripts/services does it)"
+    raise ServerNotFoundError(
+        "Chromium not found (chromium): apt-get install chromium, or scripts/services"
     )
 
 
@@ -195,8 +198,9 @@ def chromedriver() -> str:
     for name in ("chromedriver", "chromium.chromedriver"):
         if path := shutil.which(name):
             return path
-    raise RuntimeError(
-        "chromedriver is not installed: apt-get install chromium-driver (scripts/services does it)"
+    raise ServerNotFoundError(
+        "chromedriver not found (chromedriver): apt-get install chromium-driver, or "
+        "scripts/services"
     )
 
 

@@ -23,10 +23,17 @@ from tests.pgserver import PgServer
 SERVE = EgressPolicy.from_config({"preset": "serve"})  # refuses loopback and unix sockets
 
 
-@pytest.fixture
-async def db(scram_postgres: PgServer) -> AsyncIterator[PostgresBinding]:
+@pytest.fixture(params=["in-process", "socket"])
+async def db(
+    scram_postgres: PgServer, request: pytest.FixtureRequest
+) -> AsyncIterator[PostgresBinding]:
+    # asyncpg on the gated loop is served in-process; "socket" makes it use the unix socket
+    # (as libpq always does), so both doors pass the same tests.
     binding = PostgresBinding(
-        "DB", parse_dsn(scram_postgres.dsn()), PoolSettings(min_size=1, max_size=2)
+        "DB",
+        parse_dsn(scram_postgres.dsn()),
+        PoolSettings(min_size=1, max_size=2),
+        in_process=request.param == "in-process",
     )
     await binding.start()
     try:

@@ -55,12 +55,16 @@ async def run(server: WorkerServer, *sql: str, **options: Any) -> Any:
     return response.json()
 
 
-@pytest.fixture
-async def served(scram_postgres: PgServer) -> AsyncIterator[tuple[WorkerServer, PostgresBinding]]:
+@pytest.fixture(params=["in-process", "socket"])
+async def served(
+    scram_postgres: PgServer, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[WorkerServer, PostgresBinding]]:
+    # Both doors: asyncpg in-process (the default) and over the unix socket, as libpq is.
     binding = PostgresBinding(
         "DB",
         parse_dsn(scram_postgres.dsn()),
         PoolSettings(min_size=1, max_size=1, acquire_timeout=5),
+        in_process=request.param == "in-process",
     )
     async with serve_worker(worker, SERVE, bindings={"DB": binding}) as server:
         yield server, binding
@@ -140,11 +144,13 @@ async def test_request_left_mid_transaction_is_rolled_back(
         await direct.close()
 
 
-async def test_client_killed_mid_transaction(
-    scram_postgres: PgServer,
-) -> None:
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "socket"])
+async def test_client_killed_mid_transaction(scram_postgres: PgServer, in_process: bool) -> None:
     binding = PostgresBinding(
-        "DB", parse_dsn(scram_postgres.dsn()), PoolSettings(min_size=1, max_size=1)
+        "DB",
+        parse_dsn(scram_postgres.dsn()),
+        PoolSettings(min_size=1, max_size=1),
+        in_process=in_process,
     )
     await binding.start()
     table = f"pb_killed_{secrets.token_hex(4)}"
@@ -155,6 +161,9 @@ async def test_client_killed_mid_transaction(
         await conn.execute("begin")
         await conn.execute(f"insert into {table} values (1)")
         conn.terminate()  # the socket is dropped, no Terminate message, mid-transaction
+        assert (binding.connections_in_process, binding.connections_accepted) == (
+            (1, 0) if in_process else (0, 1)
+        )
         again = await asyncpg.connect(binding.connection_string)
         try:
             assert await again.fetchval(f"select count(*) from {table}") == 0

@@ -16,13 +16,17 @@ from tcpworkers.pool._upstream import cancel_query, open_server_connection
 from tcpworkers.scope import request_scope
 from tcpworkers.testing import PgBouncer
 
+from ..pgserver import shared
 from ._pg import simple_query
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+def pg() -> str:
+    """The session's shared PostgreSQL (trust; tests/pgserver.py)."""
+    return shared().dsn()
 
 
 async def test_trust_startup_collects_parameters_and_key() -> None:
-    conn = await open_server_connection(parse_dsn(PG + "?application_name=pool-binding-t"))
+    conn = await open_server_connection(parse_dsn(pg() + "?application_name=pool-binding-t"))
     try:
         assert conn.auth_method == "trust"
         assert conn.tls is None  # the machine's PostgreSQL has no TLS: prefer fell back
@@ -37,16 +41,16 @@ async def test_trust_startup_collects_parameters_and_key() -> None:
 
 
 async def test_close_never_raises_twice() -> None:
-    conn = await open_server_connection(parse_dsn(PG))
+    conn = await open_server_connection(parse_dsn(pg()))
     await conn.close()
     await conn.close()
 
 
 async def test_require_on_a_server_without_tls() -> None:
     with pytest.raises(UpstreamConnectError) as info:
-        await open_server_connection(parse_dsn(PG + "?sslmode=require"))
+        await open_server_connection(parse_dsn(pg() + "?sslmode=require"))
     message = str(info.value)
-    assert "127.0.0.1:5432" in message
+    assert f"127.0.0.1:{shared().port}" in message
     assert "'postgres'" in message
     assert "does not support TLS" in message
     assert "sslmode=require" in message
@@ -54,7 +58,7 @@ async def test_require_on_a_server_without_tls() -> None:
 
 async def test_unknown_database_carries_sqlstate() -> None:
     with pytest.raises(UpstreamServerError) as info:
-        await open_server_connection(parse_dsn("postgresql://postgres@127.0.0.1:5432/nope_pb"))
+        await open_server_connection(parse_dsn(shared().dsn("nope_pb")))
     assert info.value.sqlstate == "3D000"
     assert "'nope_pb'" in str(info.value)
 
@@ -104,7 +108,7 @@ async def test_opened_outside_the_request_scope() -> None:
     # operator's configuration, so it opens anyway and the request does not account for it.
     policy = EgressPolicy.from_config({"preset": "serve"})
     async with request_scope(policy, max_sockets=1, label="t") as scope:
-        conn = await open_server_connection(parse_dsn(PG))
+        conn = await open_server_connection(parse_dsn(pg()))
         await conn.close()
         assert scope.stats.sockets_opened == 0
 
@@ -114,7 +118,7 @@ async def bouncer() -> AsyncIterator[PgBouncer]:
     # PgBouncer checks its clients' passwords itself (SCRAM here) and logs in to the
     # machine's PostgreSQL (trust) for them.
     async with PgBouncer(
-        "127.0.0.1", 5432, users={"postgres": "pb-secret"}, auth_type="scram-sha-256"
+        shared().host, shared().port, users={"postgres": "pb-secret"}, auth_type="scram-sha-256"
     ) as b:
         yield b
 
@@ -146,7 +150,7 @@ async def test_missing_password_says_where_to_put_it(bouncer: PgBouncer) -> None
 @pytest.mark.parametrize(("auth_type", "method"), [("md5", "md5"), ("plain", "password")])
 async def test_md5_and_cleartext(auth_type: str, method: str) -> None:
     async with PgBouncer(
-        "127.0.0.1", 5432, users={"postgres": "pb-secret"}, auth_type=auth_type
+        shared().host, shared().port, users={"postgres": "pb-secret"}, auth_type=auth_type
     ) as b:
         conn = await open_server_connection(parse_dsn(b.dsn("postgres", "test")))
         try:
@@ -157,7 +161,7 @@ async def test_md5_and_cleartext(auth_type: str, method: str) -> None:
 
 
 async def test_cancel_query_stops_a_running_statement() -> None:
-    params = parse_dsn(PG)
+    params = parse_dsn(pg())
     conn = await open_server_connection(params)
     try:
         running = asyncio.ensure_future(simple_query(conn, "select pg_sleep(30)"))

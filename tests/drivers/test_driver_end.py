@@ -2,7 +2,7 @@
 swapped the gate's protocol proxy out (asyncpg's ``set_protocol`` after its SSLRequest): no
 polling, and no grace period waited out at request end (issue 8, item 11).
 
-Needs PostgreSQL on 127.0.0.1:5432 (trust auth, database "test").
+Uses the session's shared PostgreSQL (tests/pgserver.py: trust auth, database "test").
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import tcpworkers.scope._scope
 from tcpworkers.scope import request_scope
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
+from ..pgserver import pg
+
 # Long enough that waiting it out cannot pass for hearing the close (the tests allow 10 s).
 LONG: float = 60.0
 
@@ -28,7 +29,7 @@ async def test_a_driver_connection_left_open_ends_without_the_grace(
     monkeypatch.setattr(tcpworkers.scope._scope, "CLEANUP_GRACE", LONG)
     async with asyncio.timeout(10):
         async with request_scope() as scope:
-            conn = await asyncpg.connect(**PG)
+            conn = await asyncpg.connect(**pg())
             assert await conn.fetchval("SELECT 1") == 1
     assert scope.stats.closed_at_end == 1
     assert conn.is_closed()
@@ -36,8 +37,8 @@ async def test_a_driver_connection_left_open_ends_without_the_grace(
 
 async def test_a_waiting_connection_gets_the_slot_a_driver_closed() -> None:
     async with request_scope(max_sockets=1, slot_timeout=LONG) as scope:
-        first = await asyncpg.connect(**PG)  # asyncpg has swapped the gate's proxy out by now
-        second = asyncio.create_task(asyncpg.connect(**PG))
+        first = await asyncpg.connect(**pg())  # asyncpg has swapped the gate's proxy out by now
+        second = asyncio.create_task(asyncpg.connect(**pg()))
         while not scope.waiting:  # noqa: ASYNC110 (no event says "a connection waits")
             await asyncio.sleep(0)
         async with asyncio.timeout(10):

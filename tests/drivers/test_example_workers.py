@@ -1,5 +1,5 @@
 """examples/mysql_worker.py served over real HTTP (``serve_worker``): asyncmy inside a worker,
-against the machine's MariaDB (plaintext) and the session's TLS MariaDB (verify-full)."""
+against the session's MariaDB, plaintext and TLS (verify-full)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ MYSQL_WORKER = str(Path(__file__).resolve().parents[2] / "examples" / "mysql_wor
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 
 
-async def test_mysql_worker_on_the_machine_mariadb() -> None:
+async def test_mysql_worker_in_plaintext(mysql_server: MySQLServer) -> None:
     recorder = Recorder()
-    settings = RuntimeSettings(vars={"MYSQL_URL": "mysql://root@127.0.0.1:3306/test"})
+    password = mysql_server.password("tcpw_native")
+    url = f"mysql://tcpw_native:{password}@127.0.0.1:{mysql_server.port}/test"
+    settings = RuntimeSettings(vars={"MYSQL_URL": url})
     async with serve_worker(MYSQL_WORKER, settings, observers=[recorder]) as server:
         squares = await server.client.get("/squares", params={"n": 4})
         assert squares.status_code == 200

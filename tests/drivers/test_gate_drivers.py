@@ -1,14 +1,13 @@
 """Existing drivers through the gate: real PostgreSQL (asyncpg), real Redis (redis.asyncio) and a
 local STARTTLS SMTP server (aiosmtplib against aiosmtpd), on the gated stdlib loop and uvloop.
 
-Needs the machine's services: PostgreSQL on 127.0.0.1:5432 (trust auth, database "test") and
-Redis on 127.0.0.1:6379; .ci/run starts them when they are not running.
+Uses the session's shared PostgreSQL (tests/pgserver.py: trust auth, database "test") and its own
+Redis (the ``redis_plain`` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
@@ -26,12 +25,11 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError, SocketLimitError
 from tcpworkers.scope import request_scope
 from tcpworkers.scope._trust import trusted_connections
-from tcpworkers.testing import TestCA
+from tcpworkers.testing import LocalRedis, TestCA
 
+from ..pgserver import pg, shared
 from ..waiting import eventually
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
-PG_SOCKET_DIR = "/var/run/postgresql"
 # redis-py retries connection errors with backoff by default; a denial is final.
 NO_RETRY = Retry(NoBackoff(), 0)
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
@@ -40,7 +38,7 @@ NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 async def pg_backends(application_name: str) -> int:
     """How many server connections carry ``application_name`` (seen from outside any scope)."""
     with trusted_connections():
-        conn = await asyncpg.connect(**PG)
+        conn = await asyncpg.connect(**pg())
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application_name
@@ -60,10 +58,10 @@ async def wait_for_backends(application_name: str, expected: int) -> None:
 async def test_asyncpg_inside_a_scope_is_counted_and_closed_at_the_end() -> None:
     name = f"tcpw-{uuid.uuid4().hex[:12]}"
     async with request_scope() as scope:
-        conn = await asyncpg.connect(**PG, server_settings={"application_name": name})
+        conn = await asyncpg.connect(**pg(), server_settings={"application_name": name})
         assert await conn.fetchval("SELECT 40 + 2") == 42
         assert len(scope.open_resources) == 1
-        assert "127.0.0.1:5432" in scope.open_resources[0].describe()
+        assert f"127.0.0.1:{shared().port}" in scope.open_resources[0].describe()
         assert await pg_backends(name) == 1
     assert scope.stats.sockets_opened == 1
     assert scope.stats.closed_at_end == 1
@@ -75,7 +73,7 @@ async def test_asyncpg_inside_a_scope_is_counted_and_closed_at_the_end() -> None
 async def test_asyncpg_closed_by_the_handler_frees_its_slot() -> None:
     async with request_scope(max_sockets=1) as scope:
         for _ in range(3):  # would wait forever if the slot were not freed
-            conn = await asyncpg.connect(**PG)
+            conn = await asyncpg.connect(**pg())
             await conn.fetchval("SELECT 1")
             await conn.close()
             assert scope.open_resources == ()
@@ -86,31 +84,33 @@ async def test_asyncpg_closed_by_the_handler_frees_its_slot() -> None:
 async def test_asyncpg_to_a_denied_host_raises_egress_denied() -> None:
     async with request_scope(NO_LOOPBACK) as scope:
         with pytest.raises(EgressDeniedError, match="loopback"):
-            await asyncpg.connect(**PG)
+            await asyncpg.connect(**pg())
     assert scope.stats.sockets_denied >= 1
     assert scope.stats.sockets_opened >= 1  # the slot was taken, then given back
     assert scope.open_resources == ()
 
 
-@pytest.mark.skipif(not os.path.exists(PG_SOCKET_DIR), reason="no PostgreSQL Unix socket")
 async def test_asyncpg_over_a_unix_socket_follows_the_loopback_rule() -> None:
+    server = shared()
+    assert server.socket_dir is not None, "the shared PostgreSQL has no Unix socket here"
+    unix = {"host": str(server.socket_dir), "port": server.port}
     async with request_scope() as scope:
-        conn = await asyncpg.connect(host=PG_SOCKET_DIR, user="postgres", database="test")
+        conn = await asyncpg.connect(**unix, user="postgres", database="test")
         assert await conn.fetchval("SELECT 1") == 1
         assert "unix:" in scope.open_resources[0].describe()
     assert conn.is_closed()
     async with request_scope(EgressPolicy.serve()):
         with pytest.raises(EgressDeniedError, match="Unix sockets count as loopback"):
-            await asyncpg.connect(host=PG_SOCKET_DIR, user="postgres", database="test")
+            await asyncpg.connect(**unix, user="postgres", database="test")
 
 
 async def test_driver_connections_share_the_per_request_limit() -> None:
     async with request_scope(max_sockets=1, slot_timeout=0.2) as scope:
-        first = await asyncpg.connect(**PG)
+        first = await asyncpg.connect(**pg())
         with pytest.raises(SocketLimitError, match="the limit is 1"):
-            await asyncpg.connect(**PG)
+            await asyncpg.connect(**pg())
         await first.close()
-        second = await asyncpg.connect(**PG)
+        second = await asyncpg.connect(**pg())
         assert await second.fetchval("SELECT 2") == 2
     assert scope.stats.peak_open == 1
 
@@ -118,23 +118,23 @@ async def test_driver_connections_share_the_per_request_limit() -> None:
 async def test_runtime_internal_connections_are_not_gated() -> None:
     async with request_scope(EgressPolicy.none(), max_sockets=1) as scope:
         with trusted_connections():
-            conn = await asyncpg.connect(**PG)
+            conn = await asyncpg.connect(**pg())
         assert await conn.fetchval("SELECT 3") == 3
         assert scope.open_resources == ()
     assert not conn.is_closed()  # not the request's to close
     await conn.close()
 
 
-async def test_redis_inside_a_scope() -> None:
+async def test_redis_inside_a_scope(redis_plain: LocalRedis) -> None:
     name = f"tcpw-{uuid.uuid4().hex[:12]}"
     async with request_scope() as scope:
-        client = aioredis.Redis(host="127.0.0.1", port=6379, client_name=name)
+        client = aioredis.Redis(host="127.0.0.1", port=redis_plain.port, client_name=name)
         assert await client.ping()
         await client.set(f"{name}:k", "v", ex=10)
         assert await client.get(f"{name}:k") == b"v"
         assert len(scope.open_resources) == 1
     assert scope.stats.closed_at_end == 1
-    observer = aioredis.Redis(host="127.0.0.1", port=6379)
+    observer = aioredis.Redis(host="127.0.0.1", port=redis_plain.port)
     try:
         async with asyncio.timeout(5):
             while any(c.get("name") == name for c in await observer.client_list()):  # noqa: ASYNC110
@@ -144,9 +144,9 @@ async def test_redis_inside_a_scope() -> None:
     await client.aclose()
 
 
-async def test_redis_to_a_denied_host_raises() -> None:
+async def test_redis_to_a_denied_host_raises(redis_plain: LocalRedis) -> None:
     async with request_scope(NO_LOOPBACK):
-        client = aioredis.Redis(host="localhost", port=6379, retry=NO_RETRY)
+        client = aioredis.Redis(host="localhost", port=redis_plain.port, retry=NO_RETRY)
         with pytest.raises(Exception, match="denied by the egress policy") as info:
             await client.ping()
         # redis wraps OSError in its own ConnectionError; ours is the cause.
@@ -239,14 +239,16 @@ async def test_aiosmtplib_to_a_denied_host(smtp_server: tuple[int, _Inbox]) -> N
             await client.connect()
 
 
-async def test_driver_connections_can_be_forbidden_in_a_context() -> None:
+async def test_driver_connections_can_be_forbidden_in_a_context(
+    redis_plain: LocalRedis,
+) -> None:
     from tcpworkers.errors import ConnectNotAllowedError
     from tcpworkers.scope import forbid_connections
 
     with forbid_connections("not during import"):
         with pytest.raises(ConnectNotAllowedError, match="not during import"):
-            await asyncpg.connect(**PG)
-        client = aioredis.Redis(host="127.0.0.1", port=6379, retry=NO_RETRY)
+            await asyncpg.connect(**pg())
+        client = aioredis.Redis(host="127.0.0.1", port=redis_plain.port, retry=NO_RETRY)
         with pytest.raises(Exception, match="not during import") as info:
             await client.ping()  # redis wraps OSError-free errors in its ConnectionError
         assert isinstance(info.value.__cause__ or info.value.__context__, ConnectNotAllowedError)

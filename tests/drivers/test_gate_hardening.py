@@ -23,8 +23,8 @@ from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError, ScopeCl
 from tcpworkers.scope import request_scope
 from tcpworkers.testing import EchoServer
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG = {"host": PG_HOST, "port": PG_PORT, "user": "postgres", "database": "test"}
+from ..pgserver import pg, shared
+
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 
 
@@ -331,9 +331,9 @@ async def test_stream_driver_bytes_are_counted_both_ways() -> None:
 
 
 async def test_asyncpg_bytes_are_counted_exactly_both_ways() -> None:
-    async with CountingRelay((PG_HOST, PG_PORT)).running() as relay:
+    async with CountingRelay((shared().host, shared().port)).running() as relay:
         async with request_scope() as scope:
-            conn = await asyncpg.connect(**{**PG, "port": relay.port})
+            conn = await asyncpg.connect(**{**pg(), "port": relay.port})
             assert await conn.fetchval("SELECT repeat('y', 5000)") == "y" * 5000
             await conn.close()
         await asyncio.wait_for(relay.done.wait(), 5)
@@ -342,9 +342,9 @@ async def test_asyncpg_bytes_are_counted_exactly_both_ways() -> None:
 
 
 async def test_asyncpg_left_open_is_counted_when_the_scope_closes_it() -> None:
-    async with CountingRelay((PG_HOST, PG_PORT)).running() as relay:
+    async with CountingRelay((shared().host, shared().port)).running() as relay:
         async with request_scope() as scope:
-            conn = await asyncpg.connect(**{**PG, "port": relay.port})
+            conn = await asyncpg.connect(**{**pg(), "port": relay.port})
             assert await conn.fetchval("SELECT 1") == 1
         await asyncio.wait_for(relay.done.wait(), 5)
     assert scope.stats.bytes_out == relay.upstream_bytes > 0

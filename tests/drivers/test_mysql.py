@@ -1,10 +1,10 @@
 """MySQL-protocol drivers (asyncmy, aiomysql) through the gate, against real MariaDB servers.
 
 The session's MariaDB (``LocalMariaDB``: its own data directory, TLS with a trustme certificate,
-one user per authentication plugin) and the machine's MariaDB on 127.0.0.1:3306 (root, no
-password, database ``test``). Both drivers open with ``loop.create_connection`` and upgrade to
-TLS by closing that transport and calling ``create_connection(sock=<dup of the socket>,
-ssl=...)``: the gate must see that as the same connection (one slot, one count), not a second.
+one user per authentication plugin; without ``mariadbd`` the tests skip, saying so). Both
+drivers open with ``loop.create_connection`` and upgrade to TLS by closing that transport and
+calling ``create_connection(sock=<dup of the socket>, ssl=...)``: the gate must see that as the
+same connection (one slot, one count), not a second.
 """
 
 from __future__ import annotations
@@ -89,18 +89,17 @@ def login(server: MySQLServer, user: str) -> dict[str, Any]:
     }
 
 
-async def test_machine_mariadb_plain(driver: Driver) -> None:
-    """The machine's shared MariaDB (127.0.0.1:3306, root, no password)."""
+async def test_plain_query_is_counted_and_closed(driver: Driver, mysql_server: MySQLServer) -> None:
+    """Plaintext, native password, on the session's MariaDB (not the machine's: tests start
+    their own servers, so a machine without a MariaDB service skips with the reason)."""
     table = f"tcpw_drivers_{driver.name}_{uuid.uuid4().hex[:8]}"
     async with request_scope() as scope:
-        conn = await driver.connect(
-            host="127.0.0.1", port=3306, user="root", password="", database="test"
-        )
+        conn = await driver.connect(**login(mysql_server, "tcpw_native"))
         await driver.query(conn, f"CREATE TEMPORARY TABLE {table} (n INT)")
         await driver.query(conn, f"INSERT INTO {table} VALUES (40), (2)")
         assert await driver.query(conn, f"SELECT SUM(n) FROM {table}") == [(42,)]
         assert len(scope.open_resources) == 1
-        assert "127.0.0.1:3306" in scope.open_resources[0].describe()
+        assert f"127.0.0.1:{mysql_server.port}" in scope.open_resources[0].describe()
     assert scope.stats.sockets_opened == 1
     assert scope.stats.closed_at_end == 1
     assert scope.stats.bytes_in > 0

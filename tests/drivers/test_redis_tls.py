@@ -112,8 +112,9 @@ async def test_rediss_to_a_denied_host(redis_server: LocalRedis) -> None:
     assert scope.stats.sockets_denied == 1
 
 
-async def test_redis_over_a_unix_socket_follows_the_loopback_rule(redis_server: LocalRedis) -> None:
+async def test_redis_over_a_unix_socket_follows_the_loopback_rule(redis_plain: LocalRedis) -> None:
     """A ``unix://`` URL is a destination like any other: loopback for the policy."""
+    redis_server = redis_plain  # no TLS needed: the session's plain server
     url = f"unix://{redis_server.unix_socket}"
     async with request_scope() as scope:
         client = aioredis.from_url(url)

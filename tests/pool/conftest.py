@@ -1,5 +1,5 @@
-"""A pool binding served on loopback in the test: real PostgreSQL (127.0.0.1:5432, trust, db
-``test``) behind serve_client, reached by real drivers over real sockets."""
+"""A pool binding served on loopback in the test: the session's shared PostgreSQL (trust, db
+``test``; tests/pgserver.py) behind serve_client, reached by real drivers over real sockets."""
 
 from __future__ import annotations
 
@@ -16,10 +16,23 @@ from tcpworkers.pool._pool import Pool, PoolSettings
 from tcpworkers.pool._relay import serve_client
 from tcpworkers.pool._upstream import cancel_query, open_server_connection
 
-UPSTREAM = (
-    "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable&application_name=pool-core-tests"
-)
-DIRECT = "postgresql://postgres@127.0.0.1:5432/test"  # for checks that bypass the pool
+from ..pgserver import shared
+
+
+def pool_upstream_dsn(port: int | None = None) -> str:
+    """The shared server (or the same user and database behind ``port``, a proxy) for a pool."""
+    server = shared()
+    return (
+        f"postgresql://{server.user}@{server.host}:{port or server.port}/{server.database}"
+        "?sslmode=disable&application_name=pool-core-tests"
+    )
+
+
+def direct_dsn() -> str:
+    """The shared server, for checks that bypass the pool."""
+    return shared().dsn()
+
+
 USER, DATABASE, PASSWORD = "worker", "app", "binding-secret"
 
 
@@ -48,12 +61,12 @@ async def serve_binding(
     *,
     name: str = "DB",
     start: bool = True,
-    upstream_port: int = 5432,
+    upstream_port: int | None = None,
     upstream_dsn: str | None = None,
 ) -> AsyncIterator[Binding]:
     # A name of its own per binding, so a test that terminates "its" backends on the shared
     # server (test_chaos) never hits another test's, or another worktree's.
-    own = UPSTREAM.replace(":5432/", f":{upstream_port}/").replace(
+    own = pool_upstream_dsn(upstream_port).replace(
         "pool-core-tests", f"pool-core-tests-{secrets.token_hex(4)}"
     )
     upstream = parse_dsn(upstream_dsn or own)

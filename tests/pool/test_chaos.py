@@ -11,7 +11,7 @@ import pytest
 
 from tcpworkers.pool._pool import PoolSettings
 
-from .conftest import DIRECT, eventually, serve_binding
+from .conftest import direct_dsn, eventually, serve_binding
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ async def test_terminations_and_killed_clients_leak_nothing(seed: int) -> None:
                     conn.terminate()
 
         async def chaos() -> None:
-            direct = await asyncpg.connect(DIRECT)
+            direct = await asyncpg.connect(direct_dsn())
             try:
                 while not stop.is_set():
                     await asyncio.sleep(rng.uniform(0.02, 0.1))

@@ -11,6 +11,7 @@ import pytest
 from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 
+from ..pgserver import shared
 from .conftest import serve_binding
 from .test_wire_relay import RawClient
 
@@ -26,7 +27,7 @@ PARAMS = {0: 1, 1: 1, 2: 1, 3: 0}
 
 
 async def direct_client() -> RawClient:
-    reader, writer = await asyncio.open_connection("127.0.0.1", 5432)
+    reader, writer = await asyncio.open_connection(shared().host, shared().port)
     client = RawClient(reader, writer)
     writer.write(m.StartupMessage((("user", "postgres"), ("database", "test"))).encode())
     await client.until_ready()

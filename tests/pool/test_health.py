@@ -12,7 +12,8 @@ import pytest
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.testing import Fault, FaultProxy
 
-from .conftest import DIRECT, Binding, eventually, serve_binding
+from ..pgserver import shared
+from .conftest import Binding, direct_dsn, eventually, serve_binding
 
 
 def server_pids(binding: Binding) -> set[int]:
@@ -111,7 +112,7 @@ async def test_client_killed_mid_query_cancels_and_discards() -> None:
         finally:
             await other.close()
         assert time.monotonic() - started < 5
-        direct = await asyncpg.connect(DIRECT)
+        direct = await asyncpg.connect(direct_dsn())
         try:  # the cancelled backend is not still sleeping
             name = binding.upstream.application_name or ""
             await eventually(lambda: _no_sleepers(direct, name), within=5)
@@ -134,7 +135,7 @@ async def test_terminated_idle_server_is_discarded_and_refilled() -> None:
         before = server_pids(binding)
         assert len(before) == 2
         victim = min(before)
-        direct = await asyncpg.connect(DIRECT)
+        direct = await asyncpg.connect(direct_dsn())
         try:
             assert await direct.fetchval("select pg_terminate_backend($1)", victim)
         finally:
@@ -156,7 +157,7 @@ async def test_terminated_active_server_fails_its_client_clearly() -> None:
         conn = await asyncpg.connect(binding.dsn)
         await conn.execute("BEGIN")
         pid = await conn.fetchval("select pg_backend_pid()")
-        direct = await asyncpg.connect(DIRECT)
+        direct = await asyncpg.connect(direct_dsn())
         try:
             await direct.fetchval("select pg_terminate_backend($1)", pid)
         finally:
@@ -177,7 +178,7 @@ async def test_terminated_active_server_fails_its_client_clearly() -> None:
 async def test_upstream_outage_fails_clearly_then_recovers() -> None:
     """PostgreSQL going away (every connection dropped, new ones refused) and coming back,
     simulated with the test kit's fault proxy in front of the real server."""
-    async with FaultProxy("127.0.0.1", 5432) as proxy:
+    async with FaultProxy(shared().host, shared().port) as proxy:
         settings = PoolSettings(min_size=2, max_size=3, acquire_timeout=2)
         async with serve_binding(settings, upstream_port=proxy.port) as binding:
             conn = await asyncpg.connect(binding.dsn)

@@ -12,7 +12,7 @@ import pytest
 
 from tcpworkers.pool._pool import PoolSettings
 
-from .conftest import DIRECT, Binding, eventually, serve_binding
+from .conftest import Binding, direct_dsn, eventually, serve_binding
 
 LOCK_KEY = 727_001  # advisory lock keys for this branch's tests
 
@@ -99,7 +99,7 @@ async def test_state_does_not_leak_to_the_next_client(single: Binding, case: str
 async def test_parameter_status_change_pins(single: Binding) -> None:
     """A function that changes a reported setting: invisible in the SQL, seen on the wire."""
     name = f"pool_core_tz_{secrets.token_hex(4)}"
-    direct = await asyncpg.connect(DIRECT)
+    direct = await asyncpg.connect(direct_dsn())
     await direct.execute(
         f"create function {name}() returns text language sql as "
         "$$ select set_config('TimeZone', 'Asia/Kathmandu', false) $$"
@@ -141,7 +141,7 @@ async def test_a_listening_client_gets_its_notifications(single: Binding) -> Non
     try:
         await conn.add_listener("pool_core_events", lambda *args: got.append(args[3]))
         assert single.pool.stats().pins == {"listen": 1}
-        direct = await asyncpg.connect(DIRECT)
+        direct = await asyncpg.connect(direct_dsn())
         try:
             await direct.execute("select pg_notify('pool_core_events', 'hello')")
         finally:

@@ -13,14 +13,15 @@ import pytest
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.testing import PgBouncer
 
+from ..pgserver import PgServer
 from .conftest import serve_binding
 
 pytestmark = pytest.mark.slow
 
 
-async def test_prepared_statements_through_pgbouncer_transaction_mode() -> None:
+async def test_prepared_statements_through_pgbouncer_transaction_mode(pg_server: PgServer) -> None:
     async with PgBouncer(
-        "127.0.0.1", 5432, users={"postgres": "unused"}, auth_type="trust", pool_size=3
+        pg_server.host, pg_server.port, users={"postgres": "unused"}, auth_type="trust", pool_size=3
     ) as bouncer:
         upstream = bouncer.dsn("postgres", "test") + "?sslmode=disable"
         settings = PoolSettings(
@@ -52,11 +53,13 @@ async def test_prepared_statements_through_pgbouncer_transaction_mode() -> None:
             assert stats.closed == {}
 
 
-async def test_named_statements_fail_through_pgbouncer_transaction_mode() -> None:
+async def test_named_statements_fail_through_pgbouncer_transaction_mode(
+    pg_server: PgServer,
+) -> None:
     """Why the setting exists: with statements kept per connection, PgBouncer's backend
     switching loses them (the check that makes the test above meaningful)."""
     async with PgBouncer(
-        "127.0.0.1", 5432, users={"postgres": "unused"}, auth_type="trust", pool_size=2
+        pg_server.host, pg_server.port, users={"postgres": "unused"}, auth_type="trust", pool_size=2
     ) as bouncer:
         upstream = bouncer.dsn("postgres", "test") + "?sslmode=disable"
         settings = PoolSettings(min_size=2, max_size=4, acquire_timeout=10)

@@ -14,7 +14,7 @@ from tcpworkers.pool._pool import MAX_STATEMENTS, WAIT_BOUNDS, Pool, PoolSetting
 from tcpworkers.pool._server import ServerStatement
 from tcpworkers.pool._upstream import cancel_query, open_server_connection
 
-from .conftest import UPSTREAM, eventually
+from .conftest import eventually, pool_upstream_dsn
 
 
 class Clock:
@@ -39,7 +39,7 @@ async def make(clock: Clock) -> AsyncIterator[list[Pool]]:
 
 
 def new_pool(pools: list[Pool], clock: Clock, **settings: float) -> Pool:
-    upstream = parse_dsn(UPSTREAM)
+    upstream = parse_dsn(pool_upstream_dsn())
     pool = Pool(
         "DB",
         PoolSettings(**settings),  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from tcpworkers.pool import _messages as m
 from tcpworkers.pool._pool import PoolSettings
 from tcpworkers.pool._wire import BackendParser
 
-from .conftest import DATABASE, DIRECT, PASSWORD, USER, Binding, eventually, serve_binding
+from .conftest import DATABASE, PASSWORD, USER, Binding, direct_dsn, eventually, serve_binding
 
 
 class RawClient:
@@ -261,7 +261,7 @@ async def test_a_terminated_server_gives_the_client_one_fatal(single: Binding) -
         c.writer.write(m.Query("select pg_backend_pid()").encode())
         rows = [x for x in await c.until_ready() if isinstance(x, m.DataRow)]
         pid = int(rows[0].values[0] or b"0")
-        direct = await asyncpg.connect(DIRECT)
+        direct = await asyncpg.connect(direct_dsn())
         try:
             assert await direct.fetchval("select pg_terminate_backend($1)", pid)
         finally:

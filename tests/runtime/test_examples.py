@@ -1,7 +1,7 @@
 """The example workers in ``examples/``, served over real HTTP on loopback with ``serve_worker``.
 
-Each talks to a real service: the machine's PostgreSQL (127.0.0.1:5432, user postgres, database
-test) and Redis (127.0.0.1:6379), or a server started here on an OS-chosen port (SMTP with
+Each talks to a real service: the session's PostgreSQL (``pg_dsn``: user postgres, database
+test) and Redis (``redis_plain``), or a server started here on an OS-chosen port (SMTP with
 STARTTLS, WHOIS, Gopher, echo, blast), configured through the workers' ``[vars]``. The request
 records show each example's connections went through the request scope and were closed.
 """
@@ -24,14 +24,14 @@ from tcpworkers.egress import EgressPolicy
 from tcpworkers.runtime import RuntimeSettings, VarValue
 from tcpworkers.runtime._config import load_config
 from tcpworkers.scope._trust import trusted_connections
-from tcpworkers.testing import EchoServer, TestCA, serve_worker
+from tcpworkers.testing import EchoServer, LocalRedis, TestCA, serve_worker
 
 from .worker_helpers import MIB, Blaster, Recorder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+# What examples/tcpworkers.toml and the workers default to (the machine's usual services).
+EXAMPLES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def example(name: str) -> str:
@@ -84,7 +84,7 @@ def free_port() -> int:
 def test_examples_config_is_valid_and_matches_the_workers_defaults() -> None:
     config = load_config("dev", example("bench_worker.py"))
     assert config.path == EXAMPLES / "tcpworkers.toml"
-    assert config.runtime.vars["DATABASE_URL"] == DSN
+    assert config.runtime.vars["DATABASE_URL"] == EXAMPLES_DSN
     assert config.runtime.vars["ECHO_PORT"] == 9001
     assert config.runtime.vars["BLAST_PORT"] == 9002
 
@@ -130,10 +130,10 @@ async def test_bench_worker_routes() -> None:
 # -- postgres_worker.py ----------------------------------------------------------------------
 
 
-async def test_postgres_worker_queries_the_database() -> None:
+async def test_postgres_worker_queries_the_database(pg_dsn: str) -> None:
     recorder = Recorder()
     async with serve_worker(
-        example("postgres_worker.py"), settings(DATABASE_URL=DSN), observers=[recorder]
+        example("postgres_worker.py"), settings(DATABASE_URL=pg_dsn), observers=[recorder]
     ) as server:
         squares = await server.client.get("/squares", params={"n": 4})
         assert squares.status_code == 200
@@ -150,9 +150,9 @@ async def test_postgres_worker_queries_the_database() -> None:
         assert record.stats.closed_at_end == 0  # closed in the handler's finally
 
 
-async def test_postgres_worker_is_subject_to_the_egress_policy() -> None:
+async def test_postgres_worker_is_subject_to_the_egress_policy(pg_dsn: str) -> None:
     async with serve_worker(
-        example("postgres_worker.py"), settings(policy=NO_LOOPBACK, DATABASE_URL=DSN)
+        example("postgres_worker.py"), settings(policy=NO_LOOPBACK, DATABASE_URL=pg_dsn)
     ) as server:
         response = await server.client.get("/squares")
     assert response.status_code == 500
@@ -162,13 +162,14 @@ async def test_postgres_worker_is_subject_to_the_egress_policy() -> None:
 # -- redis_worker.py -------------------------------------------------------------------------
 
 
-async def test_redis_worker_counts_visits() -> None:
+async def test_redis_worker_counts_visits(redis_plain: LocalRedis) -> None:
+    redis_url = redis_plain.url
     prefix = f"test-{uuid.uuid4().hex[:12]}:"
     recorder = Recorder()
     try:
         async with serve_worker(
             example("redis_worker.py"),
-            settings(REDIS_URL=REDIS_URL, KEY_PREFIX=prefix),
+            settings(REDIS_URL=redis_url, KEY_PREFIX=prefix),
             observers=[recorder],
         ) as server:
             first = await server.client.get("/page", params={"reset": "1"})
@@ -179,7 +180,7 @@ async def test_redis_worker_counts_visits() -> None:
         assert all(r.stats.sockets_opened == 1 for r in records)
     finally:
         with trusted_connections():
-            client = aioredis.from_url(REDIS_URL)
+            client = aioredis.from_url(redis_url)
             await client.delete(f"tcpworkers:example:visits:{prefix}/page")
             await client.aclose()
 

@@ -23,6 +23,7 @@ from tcpworkers import Request, Response, connect
 from tcpworkers.runtime import Env, ExecutionContext, RuntimeSettings
 from tcpworkers.testing import serve_worker
 
+from ..pgserver import PgServer
 from .cli_harness import tcpworkers, worker
 
 ESCAPE = worker("escape.py")
@@ -185,13 +186,13 @@ async def asyncpg_worker(request: Request, env: Env, ctx: ExecutionContext) -> R
     return Response(str(len(value)))
 
 
-async def test_an_asyncpg_request_records_the_bytes_on_the_wire() -> None:
+async def test_an_asyncpg_request_records_the_bytes_on_the_wire(pg_server: PgServer) -> None:
     from tests.drivers.test_gate_hardening import CountingRelay
 
     from .worker_helpers import Recorder
 
     recorder = Recorder()
-    async with CountingRelay(("127.0.0.1", 5432)).running() as relay:
+    async with CountingRelay((pg_server.host, pg_server.port)).running() as relay:
         async with serve_worker(asyncpg_worker, observers=[recorder]) as server:
             response = await server.client.get("/", params={"port": relay.port})
             assert response.text == "3000"

@@ -25,6 +25,11 @@ closing has ended, and an open one gets the proxy put back in front of the drive
 clean-up at request end hears the close instead of waiting out the grace period. Bytes are
 counted only while the proxy is in place.
 
+A ``create_unix_connection`` to a registered local endpoint (a pool binding's socket) is not
+egress: no policy decision, but the same slot, tracking and clean-up; when the endpoint has an
+in-process connector (``egress._local``), the connection is that connector's transport pair
+instead of a kernel socket.
+
 The same mixin serves the stdlib loop and uvloop. The runtime's own connections (the pooler's
 server connections, for example) run in ``tcpworkers.scope._trust.trusted_connections()``,
 so the worker's policy never applies to them. Outside a request scope every other connection is
@@ -50,6 +55,7 @@ from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket, decide_unix
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
+from tcpworkers.egress._local import local_connector
 from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
 from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
@@ -290,7 +296,11 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             local = decide_unix(scope, str(path), f"could not connect to {path}: ")
         else:
             decide_given_socket(scope, kwargs["sock"])
+        # A binding served in-process (no TLS or socket options asked): no kernel socket.
+        connector = local_connector(str(path)) if local and not kwargs else None
         if scope is None:
+            if connector is not None:
+                return await connector(protocol_factory)
             with trusted_connections():
                 return await base.create_unix_connection(protocol_factory, path, **kwargs)
         # Still counted against the request's limit and closed at request end, binding or not.
@@ -302,10 +312,13 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         conn = _TrackedConnection(scope, description)
         await take_slot(scope, conn)
         try:
-            with trusted_connections():  # decided: the base loop's sock_connect must not re-gate
-                transport, protocol = await base.create_unix_connection(
-                    lambda: conn.wrap(protocol_factory()), path, **kwargs
-                )
+            if connector is not None:
+                transport, protocol = await connector(lambda: conn.wrap(protocol_factory()))
+            else:
+                with trusted_connections():  # decided: the base loop's sock_connect must not
+                    transport, protocol = await base.create_unix_connection(  # re-gate it
+                        lambda: conn.wrap(protocol_factory()), path, **kwargs
+                    )
         except BaseException:
             scope.release(conn)
             raise

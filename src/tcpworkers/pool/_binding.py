@@ -11,13 +11,16 @@ connection on that socket is served by the pooler (:func:`serve_client`): the cl
 cheap local startup (cleartext password over a unix socket: no TLS, no SCRAM), and its queries run
 on the pool's warm server connections, which did TLS and SCRAM once.
 
-The socket is registered as a *local endpoint* with the gate, so a driver running on the gated
-loop (asyncpg) reaches it whatever the egress policy (``serve`` refuses loopback), and the
-connection still counts against the request's socket limit and is closed when the request ends
-(the server connection then goes back to the pool, reset if it was pinned or dirty). libpq opens
-its sockets in C, outside asyncio: psycopg's connections to the binding are not counted or closed
-by the gate (close them yourself, ``async with``); their server connections still return to the
-pool at the end of every transaction.
+The socket is registered as a *local endpoint* with the gate, with an in-process connector: a
+driver running on the gated loop (asyncpg, whose ``loop.create_unix_connection`` the gate sees)
+that opens the socket's path gets a transport pair served by the pooler in this process instead
+(``_inprocess``: no kernel socket, no accept, no TLS or SCRAM), whatever the egress policy
+(``serve`` refuses loopback). The connection still counts against the request's socket limit and
+is closed when the request ends (the server connection then goes back to the pool, reset if it
+was pinned or dirty), exactly as over the socket. libpq opens its sockets in C, outside asyncio:
+psycopg uses the real socket, and its connections to the binding are not counted or closed by the
+gate (close them yourself, ``async with``); their server connections still return to the pool at
+the end of every transaction.
 
 Pools are per process: ``serve --workers N`` runs N pools of ``max_size`` each.
 """
@@ -26,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import errno
 import logging
 import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, final
 from urllib.parse import quote
@@ -38,8 +44,10 @@ from urllib.parse import quote
 from tcpworkers.egress._local import register_local_endpoint, unregister_local_endpoint
 from tcpworkers.errors import UpstreamConnectError, UpstreamServerError
 from tcpworkers.pool._dsn import UpstreamParams
+from tcpworkers.pool._inprocess import open_pipe
 from tcpworkers.pool._pool import Pool, PoolSettings, PoolStats
 from tcpworkers.pool._relay import serve_client
+from tcpworkers.pool._streams import ClientReader, ClientWriter
 from tcpworkers.pool._upstream import ServerConnection, cancel_query, open_server_connection
 from tcpworkers.scope._trust import trusted_connections
 
@@ -90,6 +98,8 @@ class PostgresBinding:
         upstream: where the server connections go (a parsed ``url``).
         settings: the pool's sizes and timeouts.
         socket_dir: the parent of the private socket directory (default: the system's temp).
+        in_process: serve asyncio drivers on the gated loop in-process (``_inprocess``);
+            False makes them use the unix socket like libpq (for comparisons and tests).
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class PostgresBinding:
         settings: PoolSettings,
         *,
         socket_dir: str | None = None,
+        in_process: bool = True,
     ) -> None:
         self.name = name
         self.upstream = upstream
@@ -108,7 +119,12 @@ class PostgresBinding:
         self._dir: str | None = None
         self._server: asyncio.AbstractServer | None = None
         self._pool: Pool | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        # Each client connection's serving task -> how to cut it off (stop()).
+        self._clients: dict[asyncio.Task[None], Callable[[], None]] = {}
+        self._context: contextvars.Context | None = None  # the runtime's, for in-process tasks
+        self.in_process = in_process
+        self.connections_accepted = 0  # on the unix socket
+        self.connections_in_process = 0
         self._stopping = False
         self._retry: asyncio.Task[None] | None = None
 
@@ -205,7 +221,10 @@ class PostgresBinding:
             except BaseException:
                 await self.stop()
                 raise
-        register_local_endpoint(self.socket_path)
+            self._context = contextvars.copy_context()  # trusted: not any request's
+        register_local_endpoint(
+            self.socket_path, self._connect_in_process if self.in_process else None
+        )
 
     def _make_dir(self) -> str:
         """A new private directory (mkdtemp: mode 0700) named after this process, after
@@ -255,8 +274,8 @@ class PostgresBinding:
         if self._clients:
             # Closing a client's connection ends its serve_client (its server connection goes
             # back to the pool, rolled back); what does not end in time is cancelled.
-            for writer in self._clients.values():
-                writer.transport.abort()
+            for abort in self._clients.values():
+                abort()
             _done, pending = await asyncio.wait(list(self._clients), timeout=_STOP_GRACE)
             for task in pending:
                 task.cancel()
@@ -271,11 +290,37 @@ class PostgresBinding:
         if directory is not None:
             await asyncio.to_thread(shutil.rmtree, directory, True)
 
+    async def _connect_in_process(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol]
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """The gated loop's door to this binding for asyncio drivers: a transport pair served
+        by the pooler in this process (see ``_inprocess``), where a socket would be."""
+        if self._server is None or self._context is None or self._stopping:
+            raise ConnectionRefusedError(
+                errno.ECONNREFUSED, f"pool binding {self.name} is not serving"
+            )
+        loop = asyncio.get_running_loop()
+        protocol = protocol_factory()
+        transport, end = open_pipe(loop, protocol, self.socket_path)
+        # Served in the runtime's context, not the request's: the pool's server connections
+        # are not the request's (its policy, its socket limit).
+        task = loop.create_task(self._serve(end, end), context=self._context.copy())
+        self._clients[task] = end.abort
+        self.connections_in_process += 1
+        protocol.connection_made(transport)
+        return transport, protocol
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        self._clients[task] = writer.transport.abort
+        self.connections_accepted += 1
+        await self._serve(reader, writer)
+
+    async def _serve(self, reader: ClientReader, writer: ClientWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         assert self._pool is not None
-        self._clients[task] = writer
         try:
             await serve_client(
                 reader,
@@ -295,7 +340,7 @@ class PostgresBinding:
             # Log it with the binding's name; the client's connection is closed below.
             _log.exception("pool binding %s: serving a client connection failed", self.name)
         finally:
-            del self._clients[task]
+            self._clients.pop(task, None)
             if not writer.is_closing():
                 writer.close()
 

@@ -20,6 +20,7 @@ from ._pool import Pool
 from ._server import PooledServer, ServerStatement, StatementKey
 from ._sql import analyze, changed_parameters
 from ._state import ClientState, Event, next_state
+from ._streams import ClientReader, ClientWriter
 from ._wire import (
     Frame,
     FrontendParser,
@@ -43,7 +44,7 @@ _READY_IDLE: Final = m.ReadyForQuery("I").encode()
 class RelayClient:
     """One client connection's relay state (see the module docstring)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pool: Pool):
+    def __init__(self, reader: ClientReader, writer: ClientWriter, pool: Pool):
         self.reader = reader
         self.writer = writer
         self.pool = pool
@@ -82,6 +83,8 @@ class RelayClient:
                     continue
                 server = self.server
                 if server is None:
+                    if kind == 72:  # Flush outside a transaction: nothing to flush
+                        continue
                     server = await self.bind(frame.type)
                     if server is None:
                         continue
@@ -166,9 +169,23 @@ class RelayClient:
                 pending.append((q.ENDS[kind], q.FORWARD, None))
                 return raw
             prefix, server_name = out
+            described: ServerStatement | None = None
+            if kind == 68 and name and self.keep:
+                described = server.statements.get(self.statements[name])
+                if described is not None and described.description and self.may_answer(prefix):
+                    # The answer this server gave for this statement, with nothing in between
+                    # that could change it (see may_answer): no round trip.
+                    self.pool.describe_saved += 1
+                    self.synthetic(described.description)
+                    return b""
             new_body = body[:head] + m.cstr(server_name) + body[rest:]
-            pending.append((q.ENDS[kind], q.FORWARD, None))
+            if described is not None:
+                pending.append((q.ENDS[kind], q.DESCRIBE, described))
+            else:
+                pending.append((q.ENDS[kind], q.FORWARD, None))
             return prefix + m.typed(raw[:1], new_body)
+        if kind == 72 and self.settled():  # Flush with nothing outstanding: nothing to flush
+            return b""
         if kind == 67 and raw[5] == 83:  # Close statement
             name = raw[6:-1].decode("utf-8", "surrogateescape")
             if name:
@@ -246,6 +263,19 @@ class RelayClient:
         known = server.statements[key] = ServerStatement(server.statement_name(), key)
         self.pending.append((q.ENDS[80], q.PARSE_DROP, known))
         return m.Parse(known.name, key[0], key[1]).encode(), known.name
+
+    def may_answer(self, prefix: bytes) -> bool:
+        """A Describe of a prepared statement may be answered from what the server said of it
+        before when nothing is outstanding, no transaction is open (SET LOCAL, DDL in it) and
+        the session is not pinned (its own SET search_path): PostgreSQL would describe it the
+        same way. A later schema change makes Execute fail ("cached plan must not change
+        result type") exactly as it would after a server-side Describe."""
+        return (
+            not prefix
+            and self.txn_status == "I"
+            and self.state is not ClientState.CL_PINNED
+            and self.settled()
+        )
 
     def settled(self) -> bool:
         """Nothing sent is still unanswered: ``txn_status`` is the server's current one."""
@@ -341,12 +371,20 @@ class RelayClient:
                     data.ready = True
                 if action in q.FORWARDED:
                     out.append(raw)
+                if action == q.DESCRIBE:
+                    assert isinstance(data, ServerStatement)
+                    data.description = _described(passed, raw)
                 if kind == 90:  # ReadyForQuery
                     self.ready(server, chr(raw[5]))
                 continue
             if kind == 69:  # ErrorResponse
                 error = decode_backend(frame)
                 assert isinstance(error, m.ErrorResponse)
+                if error.get("C") == "0A000":
+                    # Among others "cached plan must not change result type": a statement the
+                    # pool prepared there no longer fits the schema; prepare afresh from now on
+                    # (new names; what the server still holds under the old ones goes unused).
+                    server.forget_statements()
                 if error.get("S") in ("FATAL", "PANIC"):
                     self.said_fatal = True  # the server ends the session: nothing to add to it
                 elif entry is not None and entry[0] is not q.ENDS_Z:
@@ -397,3 +435,15 @@ class RelayClient:
         else:  # between messages: a reset (with ROLLBACK unless at a transaction's end) suffices
             status = self.txn_status if self.boundary or self.txn_status != "I" else "T"
             self.pool.release(server, dirty=pinned, txn_status=status)
+
+
+def _described(passed: bytes, answer: bytes) -> bytes | None:
+    """ParameterDescription + RowDescription/NoData when the ParameterDescription is the last
+    message of ``passed`` (it arrived in the same read; else nothing is kept this time)."""
+    pos, last = 0, -1
+    while pos + 5 <= len(passed):
+        last = pos
+        pos += 1 + int.from_bytes(passed[pos + 1 : pos + 5], "big")
+    if last < 0 or pos != len(passed) or passed[last] != 116:  # 't'
+        return None
+    return passed[last:] + answer

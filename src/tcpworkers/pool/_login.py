@@ -10,7 +10,6 @@ connection by the relay when a CancelRequest arrives) and ReadyForQuery 'I'.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import weakref
 from collections.abc import Mapping
@@ -20,7 +19,8 @@ from tcpworkers.errors import PgProtocolError
 
 from . import _messages as m
 from ._pool import Pool
-from ._wire import SSL_REFUSED, FrontendParser, error_response
+from ._streams import ClientReader, ClientWriter
+from ._wire import SSL_REFUSED, Frame, FrontendParser, decode_frontend, error_response
 
 __all__ = ["LOGIN_TIMEOUT", "fatal", "login"]
 
@@ -39,13 +39,13 @@ def _normalise(value: str) -> str:
     return value.strip().strip("'\"").upper().replace("-", "").replace("_", "")
 
 
-async def _next(reader: asyncio.StreamReader, parser: FrontendParser) -> m.Message:
-    while (message := parser.next_message()) is None:
+async def _next_frame(reader: ClientReader, parser: FrontendParser) -> Frame:
+    while (frame := parser.next_frame()) is None:
         data = await reader.read(65536)
         if not data:
             raise EOFError
         parser.feed(data)
-    return message
+    return frame
 
 
 def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
@@ -73,8 +73,8 @@ def _check_parameters(hello: m.StartupMessage, pool: Pool) -> bytes | None:
 
 
 async def login(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    reader: ClientReader,
+    writer: ClientWriter,
     pool: Pool,
     *,
     user: str,
@@ -86,8 +86,13 @@ async def login(
     client's first messages), a CancelRequest to act on, or None when the client was refused
     (the FATAL error is already written)."""
     parser = FrontendParser()
+    known = _accepted(pool)
     while True:
-        message = await _next(reader, parser)
+        frame = await _next_frame(reader, parser)
+        if frame.raw in known:  # the same bytes as a startup packet accepted before
+            hello = None
+            break
+        message = decode_frontend(frame)
         if isinstance(message, m.SSLRequest | m.GSSENCRequest):
             writer.write(SSL_REFUSED)
             continue
@@ -95,59 +100,95 @@ async def login(
             return message
         if not isinstance(message, m.StartupMessage):
             raise PgProtocolError(f"expected a startup packet, got {type(message).__name__}")
+        hello = message
         break
-    hello = message
-    asked_user = hello.get("user") or ""
-    asked_db = hello.get("database") or asked_user
-    if asked_user != user:
-        writer.write(
-            fatal(
-                "28000",
-                f"role {asked_user!r} cannot use pool binding "
-                f"{pool.name!r}; connect as {user!r} (its connection string)",
-            )
-        )
-        return None
-    if asked_db != database:
-        writer.write(
-            fatal(
-                "3D000",
-                f"database {asked_db!r} is not served by pool binding "
-                f"{pool.name!r}; connect to {database!r} (its connection string)",
-            )
-        )
-        return None
-    extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
-    if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
-        writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
-    writer.write(m.Authentication(m.AUTH_CLEARTEXT).encode())
-    answer = await _next(reader, parser)
-    if not isinstance(answer, m.PasswordMessage):
-        raise PgProtocolError(f"expected a password message, got {type(answer).__name__}")
-    if not hmac.compare_digest(answer.data.rstrip(b"\0"), password.encode()):
-        writer.write(
-            fatal(
-                "28P01",
-                f"password authentication failed for user {user!r} on pool binding {pool.name!r}",
-            )
-        )
-        return None
-    if not pool.parameters:  # nothing opened yet: learn the server's parameters first
-        try:
-            pool.release(await pool.acquire())
-        except Exception as exc:
+    if hello is not None:
+        refused = _check_startup(hello, pool, user, database)
+        if refused is not None:
+            writer.write(refused)
+            return None
+        extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
+        if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
+            writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
+    writer.write(_ASK_PASSWORD)
+    answer = await _next_frame(reader, parser)
+    secret = password.encode()
+    expected = b"p" + (len(secret) + 5).to_bytes(4, "big") + secret + b"\0"
+    if not hmac.compare_digest(answer.raw, expected):
+        message = decode_frontend(answer)  # not the exact message expected: look closer
+        if not isinstance(message, m.PasswordMessage):
+            raise PgProtocolError(f"expected a password message, got {type(message).__name__}")
+        if not hmac.compare_digest(message.data.rstrip(b"\0"), secret):
             writer.write(
-                fatal(getattr(exc, "sqlstate", "") or "08006", f"pool binding {pool.name!r}: {exc}")
+                fatal(
+                    "28P01",
+                    f"password authentication failed for user {user!r} on pool binding "
+                    f"{pool.name!r}",
+                )
             )
             return None
-    refused = _check_parameters(hello, pool)
-    if refused is not None:
-        writer.write(refused)
-        return None
+    if hello is not None:
+        if not pool.parameters:  # nothing opened yet: learn the server's parameters first
+            try:
+                pool.release(await pool.acquire())
+            except Exception as exc:
+                sqlstate = getattr(exc, "sqlstate", "") or "08006"
+                writer.write(fatal(sqlstate, f"pool binding {pool.name!r}: {exc}"))
+                return None
+        refused = _check_parameters(hello, pool)
+        if refused is not None:
+            writer.write(refused)
+            return None
+        if hello.protocol == m.PROTOCOL_3_0 and not extensions:
+            _remember(pool, frame.raw)
+    # One write: AuthenticationOk, the ParameterStatus block, BackendKeyData, ReadyForQuery.
     writer.write(_greeting(pool) + m.BackendKeyData(*backend_key).encode() + _READY)
     return parser
 
 
+def _check_startup(hello: m.StartupMessage, pool: Pool, user: str, database: str) -> bytes | None:
+    """A FATAL error for a user or database the binding does not serve, or None."""
+    asked_user = hello.get("user") or ""
+    asked_db = hello.get("database") or asked_user
+    if asked_user != user:
+        return fatal(
+            "28000",
+            f"role {asked_user!r} cannot use pool binding "
+            f"{pool.name!r}; connect as {user!r} (its connection string)",
+        )
+    if asked_db != database:
+        return fatal(
+            "3D000",
+            f"database {asked_db!r} is not served by pool binding "
+            f"{pool.name!r}; connect to {database!r} (its connection string)",
+        )
+    return None
+
+
+# Startup packets accepted before, per pool and per set of server parameters (what the checks
+# compare against): a driver sends the same bytes for every connection, so the checks run once.
+_ACCEPTED_MAX: Final = 64
+_accepted_startups: weakref.WeakKeyDictionary[Pool, tuple[Mapping[str, str], set[bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _accepted(pool: Pool) -> set[bytes] | frozenset[bytes]:
+    cached = _accepted_startups.get(pool)
+    if cached is None or cached[0] is not pool.parameters:
+        return frozenset()
+    return cached[1]
+
+
+def _remember(pool: Pool, raw: bytes) -> None:
+    cached = _accepted_startups.get(pool)
+    if cached is None or cached[0] is not pool.parameters:
+        cached = _accepted_startups[pool] = (pool.parameters, set())
+    if len(cached[1]) < _ACCEPTED_MAX:
+        cached[1].add(raw)
+
+
+_ASK_PASSWORD: Final = m.Authentication(m.AUTH_CLEARTEXT).encode()
 _AUTH_OK: Final = m.Authentication(m.AUTH_OK).encode()
 _READY: Final = m.ReadyForQuery("I").encode()
 _greetings: weakref.WeakKeyDictionary[Pool, tuple[Mapping[str, str], bytes]] = (

@@ -14,9 +14,10 @@ from typing import Final
 from ._server import PooledServer, ServerStatement, StatementKey
 
 __all__ = [
+    "DESCRIBE",
+    "DROP",
     "Closed",
     "Parsed",
-    "DROP",
     "ENDS",
     "ENDS_SYNC",
     "ENDS_Z",
@@ -59,7 +60,9 @@ FORWARD, DROP, SYNTHETIC, PARSE_FORWARD, PARSE_DROP = range(5)
 # client's prepared unnamed (prepared_statements=False; forwarded), one the pooler injects
 # (dropped). When such a Parse fails or is skipped, what the unnamed statement holds is unknown.
 UNNAMED, UNNAMED_AS, UNNAMED_DROP = range(5, 8)
-FORWARDED = frozenset({FORWARD, PARSE_FORWARD, UNNAMED, UNNAMED_AS})
+# A Describe of a prepared statement: forwarded, and its answer kept on the server statement.
+DESCRIBE = 8
+FORWARDED = frozenset({FORWARD, PARSE_FORWARD, UNNAMED, UNNAMED_AS, DESCRIBE})
 
 
 @dataclass(frozen=True, slots=True)

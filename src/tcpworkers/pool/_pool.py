@@ -85,6 +85,7 @@ class Pool:
         self._wait_sum = 0.0
         self.parse_saved = 0
         self.parse_forwarded = 0
+        self.describe_saved = 0
         self._resets = 0
         self._pins = Counter[str]()
 
@@ -246,6 +247,7 @@ class Pool:
             acquire_wait_sum=self._wait_sum,
             parse_saved=self.parse_saved,
             parse_forwarded=self.parse_forwarded,
+            describe_saved=self.describe_saved,
             resets=self._resets,
             pins=dict(self._pins),
         )

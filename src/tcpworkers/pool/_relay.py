@@ -43,13 +43,14 @@ from ._client import RelayClient
 from ._login import LOGIN_TIMEOUT, fatal, login
 from ._pool import Pool
 from ._state import Event
+from ._streams import ClientReader, ClientWriter
 
 __all__ = ["serve_client"]
 
 
 async def serve_client(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    reader: ClientReader,
+    writer: ClientWriter,
     pool: Pool,
     *,
     user: str,

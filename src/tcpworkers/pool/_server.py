@@ -30,6 +30,8 @@ class ServerStatement:
     name: str
     key: StatementKey
     ready: bool = False  # ParseComplete seen; until then a Parse for it is in flight
+    # The server's answer to a Describe of it (ParameterDescription + RowDescription/NoData).
+    description: bytes | None = None
 
 
 class ServerLink(Protocol):

@@ -60,5 +60,6 @@ class PoolStats:
     acquire_wait_sum: float
     parse_saved: int  # client Parses answered locally: the statement was on that server already
     parse_forwarded: int
+    describe_saved: int  # client Describes of a statement answered from the server's last answer
     resets: int
     pins: Mapping[str, int]  # by reason

@@ -10,7 +10,8 @@
   ``..._closed_total{reason}``: server connections opened, failed to open, closed and why.
 - ``tcpworkers_pool_parse_saved_total``: client Parse messages the pool answered itself (the
   statement was already prepared on that server connection: one round trip saved);
-  ``tcpworkers_pool_parse_forwarded_total``: those it had to send to the server.
+  ``tcpworkers_pool_parse_forwarded_total``: those it had to send to the server;
+  ``tcpworkers_pool_describe_saved_total``: Describes of such a statement it answered itself.
 - ``tcpworkers_pool_resets_total``: server connections reset (DISCARD ALL...) before reuse;
   ``tcpworkers_pool_pins_total{reason}``: connections pinned to one client, by reason.
 """
@@ -124,6 +125,12 @@ _FAMILIES: Final[tuple[tuple[str, str, str, _Sampler], ...]] = (
         "counter",
         "Client Parse messages sent on to the server.",
         _one(lambda s: s.parse_forwarded),
+    ),
+    (
+        _P + "describe_saved_total",
+        "counter",
+        "Client Describe messages of a prepared statement answered by the pool.",
+        _one(lambda s: s.describe_saved),
     ),
     (
         _P + "resets_total",

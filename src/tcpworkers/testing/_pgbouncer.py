@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Final, final
 from urllib.parse import quote
 
+from tcpworkers.errors import ServerNotFoundError
 from tcpworkers.testing._process import free_port
 
 __all__ = ["PgBouncer"]
@@ -112,7 +113,7 @@ class PgBouncer:
         """Write the config, start PgBouncer and wait until it accepts connections.
 
         Raises:
-            FileNotFoundError: pgbouncer is not installed (``apt-get install pgbouncer``).
+            ServerNotFoundError: pgbouncer is not installed (``apt-get install pgbouncer``).
             RuntimeError: it exited or did not listen in time; the message has its log.
         """
         if self._process is not None:
@@ -144,10 +145,10 @@ class PgBouncer:
             self._dir = None
 
     def _prepare(self) -> None:
-        if not os.path.exists(self.binary):
-            raise FileNotFoundError(
-                f"{self.binary} not found: install the Debian package pgbouncer "
-                "(scripts/services does it)"
+        if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
+            raise ServerNotFoundError(
+                f"PgBouncer not found ({self.binary}): apt-get install pgbouncer, or "
+                "scripts/services in a tcpworkers checkout"
             )
         self._dir = tempfile.mkdtemp(prefix="tcpworkers-pgbouncer-")
         if os.geteuid() == 0:
