@@ -276,3 +276,31 @@ def test_without_metrics_the_app_is_the_worker_app(tmp_path: Path) -> None:
 
     config = load_config("serve", HELLO, environ={})
     assert isinstance(build_app(config), WorkerApp)
+
+
+async def test_a_worker_apps_sockets_count_in_the_gauge_before_it_responds() -> None:
+    from tcpworkers import Request, Response, connect
+    from tcpworkers.runtime import ExecutionContext, RuntimeSettings, Worker, WorkerApp
+    from tcpworkers.testing import EchoServer
+
+    metrics = Metrics()
+    seen: list[int] = []
+
+    async with EchoServer() as echo:
+
+        async def fetch(request: Request, env: object, ctx: ExecutionContext) -> Response:
+            sock = connect((echo.host, echo.port))
+            await sock.opened
+            seen.append(metrics.sockets_open())  # before the response starts
+            await sock.close()
+            seen.append(metrics.sockets_open())
+            return Response("ok")
+
+        inner = WorkerApp(
+            Worker.from_object(fetch, name="w"), RuntimeSettings(), observers=[metrics]
+        )
+        app = MetricsEndpoint(inner, metrics, "/__tcpworkers/metrics")
+        sent = await call(app, http("GET", "/"))
+    assert sent[0]["status"] == 200
+    assert seen == [1, 0]
+    assert metrics.sockets_opened == 1

@@ -32,7 +32,7 @@ from tcpworkers.scope import RequestScope, check_connections_allowed, current_sc
 from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer
-from tcpworkers.sockets._gate import permitted_targets
+from tcpworkers.sockets._gate import decide, permitted_targets
 
 __all__ = ["EntryPointsMixin", "decide_given_socket", "decide_unix"]
 
@@ -89,7 +89,7 @@ def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None
         decide_unix(scope, str(peer), "connection ")
         return
     policy = scope.policy if scope is not None else default_policy()
-    decision = policy.decide(peer[0], peer[0], peer[1])
+    decision = decide(policy, peer[0], peer[0], peer[1])
     if not decision.allowed:
         if scope is not None:
             scope.record_denial()

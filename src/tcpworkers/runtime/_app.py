@@ -128,9 +128,17 @@ class WorkerApp(FetchServing, AsgiServing):
         self.env = Env(settings.vars, settings.secrets, bindings)
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
+        # Observers that want to know when a request starts (metrics: its open sockets).
+        self._starters = tuple(
+            start for o in self._observers if (start := getattr(o, "request_started", None))
+        )
         self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
         self._watch = Watch(settings.limits.wall_time)  # one timer for all requests
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
+
+    # Read by MetricsEndpoint: this app tells its observers when each request starts, so the
+    # middleware need not watch every response start for it.
+    reports_request_start: Final = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

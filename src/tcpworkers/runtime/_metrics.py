@@ -13,10 +13,10 @@ a scrape reaches whichever process accepts it; scrape each process, or run one p
   handler until the response is sent and every ``ctx.wait_until`` task is done.
 - ``tcpworkers_sockets_opened_total``: outbound connections requests opened.
 - ``tcpworkers_sockets_open``: outbound connections open now, in requests that are still in
-  flight. A request is seen from the moment it starts its response (the middleware notices its
-  request scope then) or from the start, when the runtime calls
-  :meth:`Metrics.request_started`; so a connection opened and closed before the response
-  starts is counted in the totals but never in this gauge.
+  flight. A request served by ``WorkerApp`` is seen from its start (the app calls
+  :meth:`Metrics.request_started`, an observer's optional hook); behind any other application
+  the middleware notices a request's scope when its response starts, so there a connection
+  opened and closed before the response starts is counted in the totals but not in this gauge.
 - ``tcpworkers_request_sockets_peak``: histogram of the most connections one request had open
   at the same time.
 - ``tcpworkers_bytes_total{direction="in"|"out"}``: bytes received/sent by outbound
@@ -255,6 +255,9 @@ class MetricsEndpoint:
             return
         if scope["path"] == self.path:
             await self._serve(scope, send)
+            return
+        if getattr(self.app, "reports_request_start", False):
+            await self.app(scope, receive, send)  # it calls Metrics.request_started itself
             return
         await self.app(scope, receive, self._tracking(send))
 

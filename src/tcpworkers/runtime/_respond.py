@@ -10,6 +10,7 @@ import asyncio
 import http
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from tcpworkers.errors import ClientGone
@@ -42,6 +43,7 @@ class Responder:
     env: Env
     _bindings_life: Bindings
     _observers: tuple[RequestObserver, ...]
+    _starters: tuple[Callable[[RequestScope], None], ...]
     _watch: Watch
 
     def _handler_failed(
@@ -123,6 +125,13 @@ class Responder:
             await self._send_plain(
                 exchange, http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down"
             )
+
+    def _started(self, run: RequestRun) -> None:
+        for start in self._starters:
+            try:
+                start(run.request_scope)
+            except Exception:
+                logger.exception("request observer %r failed", start)
 
     def _report(self, run: RequestRun, disconnected: bool = False) -> None:
         if not self._observers:

@@ -116,6 +116,10 @@ class RequestRecord:
 
 
 class RequestObserver(Protocol):
-    """Told about every finished request (logging, metrics). Must not raise or block."""
+    """Told about every finished request (logging, metrics). Must not raise or block.
+
+    An observer may also have ``request_started(scope)``: ``WorkerApp`` then calls it with the
+    request's ``RequestScope`` when each request starts (the metrics' open-sockets gauge).
+    """
 
     def request_finished(self, record: RequestRecord) -> None: ...

@@ -16,7 +16,7 @@ from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target
 
-__all__ = ["denial_advice", "permitted_targets"]
+__all__ = ["decide", "denial_advice", "permitted_targets"]
 
 # Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
 # spellings, walking the class tables); a worker talks to the same few destinations over and
@@ -26,7 +26,8 @@ _DECISION_CACHE_SIZE: Final = 1024
 _decisions: dict[tuple[int, str, str, int], tuple[EgressPolicy, Decision]] = {}
 
 
-def _decide(policy: EgressPolicy, host: str, ip: str, port: int) -> Decision:
+def decide(policy: EgressPolicy, host: str, ip: str, port: int) -> Decision:
+    """``policy.decide(host, ip, port)``, remembered (see ``_DECISION_CACHE_SIZE``)."""
     key = (id(policy), host, ip, port)
     entry = _decisions.get(key)
     if entry is not None and entry[0] is policy:
@@ -59,7 +60,7 @@ async def permitted_targets(
     permitted: list[Target] = []
     first_refusal = None
     for target in targets:
-        decision = _decide(policy, host, target.ip, port)
+        decision = decide(policy, host, target.ip, port)
         if decision.allowed:
             permitted.append(target)
         elif first_refusal is None:
