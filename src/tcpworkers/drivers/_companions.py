@@ -16,7 +16,9 @@ lives for one round trip). Driver tasks are recognised by module and qualified n
 TLS mid-handshake by duplicating the socket's file descriptor, closing their plain transport and
 calling ``create_connection(sock=<the duplicate>, ssl=...)``. It is the same TCP connection: the
 gate recognises it by the socket's identity (the inode every duplicate of a socket shares) among
-the request's open connections and lets the new transport take over the old one's slot.
+the request's open connections and lets the new transport take over the old one's slot. The
+inode is read only when a driver asks its transport for the raw socket (``get_extra_info(
+"socket")``), which it must do to duplicate it: drivers that never ask pay no ``fstat``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ _by_scope: weakref.WeakKeyDictionary[RequestScope, dict[int, ScopedResource]] = 
 )
 
 
+# Per coroutine code object: (the code object, whether it is one of CANCEL_TASKS). Asked on every
+# connection a request opens, so the answer is remembered; a few driver functions ever open
+# connections, so the table stays small (and is bounded anyway).
+_CANCEL_CACHE_SIZE: Final = 256
+_cancel_codes: dict[int, tuple[Any, bool]] = {}
+
+
 def is_cancel_request() -> bool:
     """True when the running task is a driver's query cancellation (see the module docstring)."""
     task = asyncio.current_task()
@@ -56,10 +65,19 @@ def is_cancel_request() -> bool:
         return False
     coro: Any = task.get_coro()
     code = getattr(coro, "cr_code", None)
-    frame = getattr(coro, "cr_frame", None)
-    if code is None or frame is None:
+    if code is None:
         return False
-    return (frame.f_globals.get("__name__"), code.co_qualname) in CANCEL_TASKS
+    entry = _cancel_codes.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None:
+        return False  # a finished coroutine: nothing to remember
+    answer = (frame.f_globals.get("__name__"), code.co_qualname) in CANCEL_TASKS
+    if len(_cancel_codes) >= _CANCEL_CACHE_SIZE:
+        _cancel_codes.clear()
+    _cancel_codes[id(code)] = (code, answer)
+    return answer
 
 
 class _Described(ScopedResource, Protocol):
@@ -85,7 +103,7 @@ async def take_slot(scope: RequestScope, conn: _Described) -> None:
     if is_cancel_request():
         conn.description += " (query cancellation)"
         scope.admit(conn)
-    else:
+    elif not scope.try_acquire(conn):
         await scope.acquire(conn)
 
 

@@ -10,15 +10,22 @@ driver gets this thin wrapper instead of the loop's transport:
 - ``set_protocol`` wraps the driver's new protocol in a fresh proxy, so received bytes and the
   loss keep being reported whatever protocol the driver installs; ``get_protocol`` returns
   the driver's own protocol;
+- ``get_extra_info("socket")`` also tells the connection that its driver now holds the raw
+  socket (the MySQL drivers duplicate it to re-connect with TLS; see ``_companions.py``);
 - everything else is passed through. ``GateMixin.start_tls`` unwraps it for the base loop
   (uvloop accepts only its own transports) and wraps the TLS transport it returns.
+
+Cost. Every request that opens a connection pays for this wrapper, so it stays out of the way:
+the methods it only passes through are bound to the loop transport's own methods on first use
+(:class:`_PassThrough`), after which a driver's ``is_closing()`` or ``close()`` is a direct call
+into the loop, with no Python frame of ours in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 __all__ = ["CountedTransport", "Counter", "unwrap_protocol"]
 
@@ -30,6 +37,8 @@ class Counter(Protocol):
 
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol: ...
 
+    def note_socket(self, sock: Any) -> None: ...
+
 
 def unwrap_protocol(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
     """The driver's own protocol under any number of gate proxies."""
@@ -40,10 +49,31 @@ def unwrap_protocol(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         protocol = app
 
 
+class _PassThrough:
+    """A transport method of the wrapper that only calls the loop transport's method.
+
+    A non-data descriptor: the first lookup on a wrapper stores the loop transport's bound method
+    in the wrapper's ``__dict__``, which later lookups find first, so later calls go straight
+    to the loop's transport (a C method under uvloop) without a Python frame of ours.
+    """
+
+    __slots__ = ("_name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
+        if wrapper is None:
+            return self
+        bound = getattr(wrapper._transport, self._name)
+        wrapper.__dict__[self._name] = bound
+        return bound
+
+
 class CountedTransport(asyncio.Transport):
     """A driver's view of a gated connection's transport (see the module docstring)."""
 
-    __slots__ = ("_conn", "_transport")
+    # No __slots__: the pass-through methods are cached in the instance __dict__.
 
     def __init__(self, transport: asyncio.BaseTransport, conn: Counter) -> None:
         super().__init__()
@@ -75,48 +105,36 @@ class CountedTransport(asyncio.Transport):
     def get_protocol(self) -> asyncio.BaseProtocol:
         return unwrap_protocol(self._transport.get_protocol())
 
-    # -- passed through ---------------------------------------------------------------------
+    # -- the raw socket is noted --------------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
+        value = self._transport.get_extra_info(name, default)
+        if name == "socket" and value is not None:
+            self._conn.note_socket(value)
+        return value
 
-    def is_closing(self) -> bool:
-        return bool(self._transport.is_closing())
+    # -- passed through ---------------------------------------------------------------------
+    # Typed as the base class declares them; at run time, bound on first use (_PassThrough).
 
-    def close(self) -> None:
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._transport.abort()
-
-    def write_eof(self) -> None:
-        self._transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return bool(self._transport.can_write_eof())
-
-    def is_reading(self) -> bool:
-        return bool(self._transport.is_reading())
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return int(self._transport.get_write_buffer_size())
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        limits: tuple[int, int] = self._transport.get_write_buffer_limits()
-        return limits
+    if not TYPE_CHECKING:
+        is_closing = _PassThrough()
+        close = _PassThrough()
+        abort = _PassThrough()
+        write_eof = _PassThrough()
+        can_write_eof = _PassThrough()
+        is_reading = _PassThrough()
+        pause_reading = _PassThrough()
+        resume_reading = _PassThrough()
+        set_write_buffer_limits = _PassThrough()
+        get_write_buffer_size = _PassThrough()
+        get_write_buffer_limits = _PassThrough()
 
     def __getattr__(self, name: str) -> Any:
         # Loop-specific extras (uvloop's, the SSL transport's) the driver may use.
-        return getattr(self._transport, name)
+        value = getattr(self._transport, name)
+        if name == "_sock":  # the stdlib transport's own socket: as get_extra_info("socket")
+            self._conn.note_socket(value)
+        return value
 
     def __repr__(self) -> str:
         return f"<gated {self._transport!r}>"

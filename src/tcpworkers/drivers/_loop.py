@@ -37,7 +37,8 @@ decided by the process-wide default policy (in a served runtime, the configured 
 that escapes its request (a fresh context, a thread) gets no more than a request would. The
 remaining entry points (``sock_connect``, UDP, listening) are in ``_entry.py``; sockets drivers
 open without asyncio (libpq) in ``_unmanaged.py``; connections opened because of another one
-(query cancellation, the MySQL drivers' TLS re-connect) in ``_companions.py``.
+(query cancellation, the MySQL drivers' TLS re-connect) in ``_companions.py``; the record of
+one connection and its protocol proxies in ``_tracked.py``.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from tcpworkers.drivers._companions import claim_slot, describe_peer, remember_socket, take_slot
+from tcpworkers.drivers._companions import claim_slot, describe_peer, take_slot
 from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
 from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket, decide_unix
+from tcpworkers.drivers._tracked import ProxyBase, TrackedConnection
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import local_connector
@@ -63,123 +65,6 @@ from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._open import open_gated
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
-
-
-class _TrackedConnection:
-    """One driver connection as its request scope sees it (a ``ScopedResource``)."""
-
-    opened_by_driver = True  # named in the scope's warning when the request leaves it open
-
-    def __init__(self, scope: RequestScope, description: str) -> None:
-        self.scope = scope
-        self.description = description
-        self.transport: asyncio.BaseTransport | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0  # counted by the CountedTransport the driver writes to
-        self._lost = asyncio.get_running_loop().create_future()
-        self._view: CountedTransport | None = None
-
-    def describe(self) -> str:
-        return self.description
-
-    def is_done(self) -> bool:
-        """True once the connection ended; while it is open, make sure its end reaches us.
-
-        Drivers may swap our proxy out (asyncpg calls ``transport.set_protocol`` after its
-        SSLRequest exchange), after which loss is not reported to us: put the proxy back in
-        front of whatever protocol the driver installed.
-        """
-        if self._lost.done():
-            return True
-        transport = self.transport
-        if transport is None:
-            return False  # still connecting: create_connection releases the slot if it fails
-        if transport.is_closing():
-            return True
-        current = transport.get_protocol()
-        if not (isinstance(current, _ProxyBase) and current._conn is self):
-            transport.set_protocol(self.wrap(current))
-        return False
-
-    def on_lost(self) -> None:
-        if not self._lost.done():
-            self._lost.set_result(None)
-        self.scope.release(self)
-
-    async def close(self) -> None:
-        """Close and wait for the loss to be reported (the scope bounds the wait, then aborts)."""
-        if self.transport is None or self.is_done():
-            self.on_lost()
-            return
-        self.transport.close()
-        await asyncio.shield(self._lost)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            cast(asyncio.Transport, self.transport).abort()
-        self.on_lost()
-
-    def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
-        """The transport the driver sees (see ``_counting.py``), one per loop transport."""
-        if self._view is None or self._view.wrapped is not transport:
-            self._view = CountedTransport(transport, self)
-        return self._view
-
-    def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
-        if isinstance(protocol, asyncio.BufferedProtocol):
-            return _BufferedProxy(protocol, self)
-        return _ProtocolProxy(cast(asyncio.Protocol, protocol), self)
-
-
-class _ProxyBase:
-    """Forwards every protocol callback to the driver's protocol, noting loss and bytes."""
-
-    def __init__(self, app: Any, conn: _TrackedConnection) -> None:
-        self._app = app
-        self._conn = conn
-
-    @property
-    def _tcpworkers_app(self) -> Any:
-        return self._app
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._conn.transport = transport
-        self._app.connection_made(self._conn.view(transport))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            self._app.connection_lost(exc)
-        finally:
-            self._conn.on_lost()
-
-    def eof_received(self) -> bool | None:
-        result: bool | None = self._app.eof_received()
-        return result
-
-    def pause_writing(self) -> None:
-        self._app.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._app.resume_writing()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else (driver-specific attributes looked up through get_protocol()).
-        return getattr(self._app, name)
-
-
-class _ProtocolProxy(_ProxyBase, asyncio.Protocol):
-    def data_received(self, data: bytes) -> None:
-        self._conn.bytes_in += len(data)
-        self._app.data_received(data)
-
-
-class _BufferedProxy(_ProxyBase, asyncio.BufferedProtocol):
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._app.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._conn.bytes_in += nbytes
-        self._app.buffer_updated(nbytes)
 
 
 # Options of create_connection that make no sense once the gate has dialled the socket itself.
@@ -239,10 +124,11 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                 "local_addr is not supported for connections made inside a request "
                 "(the tcpworkers gate chooses the socket); remove it"
             )
-        for option in _DIAL_OPTIONS:
-            kwargs.pop(option, None)
+        if kwargs:
+            for option in _DIAL_OPTIONS:
+                kwargs.pop(option, None)
         where = format_hostport(str(host), int(port or 0)) if sock is None else describe_peer(sock)
-        conn = _TrackedConnection(scope, f"connection to {where} (driver)")
+        conn = TrackedConnection(scope, f"connection to {where} (driver)")
         await claim_slot(scope, conn, sock)  # waits, or continues a re-connected socket's slot
         started = time.perf_counter()
         try:
@@ -277,8 +163,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             raise
         finally:
             scope.record_connect(time.perf_counter() - started)
-        remember_socket(scope, transport.get_extra_info("socket"), conn)
-        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
+        return cast(ProxyBase, protocol)._conn.view(transport), cast(ProxyBase, protocol)._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
         self,
@@ -309,7 +194,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             if local
             else f"connection to unix:{path} (driver)"
         )
-        conn = _TrackedConnection(scope, description)
+        conn = TrackedConnection(scope, description)
         await take_slot(scope, conn)
         try:
             if connector is not None:
@@ -322,7 +207,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         except BaseException:
             scope.release(conn)
             raise
-        return cast(_ProxyBase, protocol)._conn.view(transport), cast(_ProxyBase, protocol)._app
+        return cast(ProxyBase, protocol)._conn.view(transport), cast(ProxyBase, protocol)._app
 
     async def start_tls(  # type: ignore[no-untyped-def]
         self,
@@ -335,7 +220,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         if isinstance(transport, CountedTransport):
             transport = transport.wrapped  # the base loop takes only its own transports
         proxy = transport.get_protocol()
-        if not isinstance(proxy, _ProxyBase):
+        if not isinstance(proxy, ProxyBase):
             return await base.start_tls(transport, protocol, sslcontext, **kwargs)
         conn = proxy._conn
         protocol = unwrap_protocol(protocol)

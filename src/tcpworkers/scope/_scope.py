@@ -158,6 +158,20 @@ class RequestScope:
         (what the dev error page lists)."""
         return tuple(self._history)
 
+    def try_acquire(self, resource: ScopedResource) -> bool:
+        """Take a slot for ``resource`` if one is free and nobody waits (True); else take
+        nothing (False) and leave the wait to :meth:`acquire`. The common case, without the
+        cost of a coroutine.
+
+        Raises:
+            ScopeClosedError: the scope ended.
+        """
+        self._check_open(resource)
+        if len(self._open) < self.max_sockets and not self._waiters:
+            self._take(resource)
+            return True
+        return False
+
     async def acquire(self, resource: ScopedResource) -> None:
         """Take a slot for ``resource``, waiting (FIFO) while ``max_sockets`` are taken.
 
@@ -244,8 +258,12 @@ class RequestScope:
     def close_if_idle(self) -> bool:
         """End the scope at once when no connection is open or waiting (True); else leave it to
         :meth:`aclose` (False)."""
-        if self.open_resources or self._waiters:
+        if self._waiters:
             return False
+        if self._open:
+            self._reap()
+            if self._open:
+                return False
         self._closed = True
         return True
 

@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
-__all__ = ["Dialer", "Target", "current_dialer", "happy_eyeballs", "use_dialer"]
+__all__ = [
+    "Dialer",
+    "Target",
+    "current_dialer",
+    "happy_eyeballs",
+    "literal_target",
+    "system_resolve",
+    "use_dialer",
+]
 
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 HAPPY_EYEBALLS_DELAY: Final = 0.25
@@ -42,7 +50,7 @@ Connector = Callable[[Target], Awaitable[socket.socket]]
 
 async def system_resolve(host: str, port: int) -> list[Target]:
     """Resolve ``host`` with the system resolver; IP literals are converted without a lookup."""
-    literal = _literal_target(host, port)
+    literal = literal_target(host, port)
     if literal is not None:
         return [literal]
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -57,7 +65,8 @@ async def system_resolve(host: str, port: int) -> list[Target]:
     return targets
 
 
-def _literal_target(host: str, port: int) -> Target | None:
+def literal_target(host: str, port: int) -> Target | None:
+    """``host`` as an address to connect to when it is an IP literal, else ``None``."""
     # inet_pton is the C fast path for the common dotted quad (ipaddress takes ~10 us); it
     # accepts exactly the canonical form, so the text is already the address.
     try:

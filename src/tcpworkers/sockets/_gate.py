@@ -14,7 +14,7 @@ from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
 from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import Dialer, Target
+from tcpworkers.sockets._dial import Dialer, Target, literal_target, system_resolve
 
 __all__ = ["decide", "denial_advice", "permitted_targets"]
 
@@ -39,6 +39,13 @@ def decide(policy: EgressPolicy, host: str, ip: str, port: int) -> Decision:
     return decision
 
 
+# A host that needs no resolver (an IP literal, with the system resolver; a localhost name) has
+# the same permitted addresses every time under one policy: what the gate permitted is
+# remembered too, keyed and checked like the decisions. Denials are not: they are rare, and each
+# must be counted and explained.
+_fixed: dict[tuple[int, str, int], tuple[EgressPolicy, tuple[Target, ...]]] = {}
+
+
 async def permitted_targets(
     dialer: Dialer, policy: EgressPolicy, host: str, port: int, scope: RequestScope | None
 ) -> list[Target]:
@@ -49,13 +56,24 @@ async def permitted_targets(
         ConnectError: the name has no addresses at all.
         OSError: resolution failed (translated by the caller).
     """
-    where = format_hostport(host, port)
+    system = dialer.resolve is system_resolve
+    if system:
+        entry = _fixed.get((id(policy), host, port))
+        if entry is not None and entry[0] is policy:
+            return list(entry[1])
+    fixed = True
     if is_localhost_name(host):
         # RFC 6761 6.3: this machine, by name; no resolver is asked (nor can it redirect it).
         targets = [_loopback_target(ip, port) for ip in localhost_addresses()]
     else:
-        targets = await dialer.resolve(host, port)
+        literal = literal_target(host, port) if system else None
+        if literal is not None:
+            targets = [literal]
+        else:
+            fixed = False
+            targets = await dialer.resolve(host, port)
     if not targets:
+        where = format_hostport(host, port)
         raise ConnectError(f"could not connect to {where}: the name has no addresses")
     permitted: list[Target] = []
     first_refusal = None
@@ -66,10 +84,15 @@ async def permitted_targets(
         elif first_refusal is None:
             first_refusal = decision
     if permitted:
+        if fixed and system:
+            if len(_fixed) >= _DECISION_CACHE_SIZE:
+                del _fixed[next(iter(_fixed))]  # drop the oldest entry
+            _fixed[(id(policy), host, port)] = (policy, tuple(permitted))
         return permitted
     if scope is not None:
         scope.record_denial()
     assert first_refusal is not None
+    where = format_hostport(host, port)
     raise EgressDeniedError(
         f"could not connect to {where}: denied by the egress policy ({first_refusal.reason})"
         + denial_advice(policy, first_refusal, in_request=scope is not None)

@@ -1,0 +1,181 @@
+"""A driver connection as its request scope sees it, and the protocol proxies that watch it.
+
+``TrackedConnection`` is the gate's record of one connection a driver opened inside a request
+(a ``ScopedResource``): its slot, its byte counts, how to close or abort it at request end. The
+proxies sit between the loop's transport and the driver's protocol: they count received bytes
+and report the connection's loss, which frees the slot (see ``_loop.py`` for the whole picture,
+``_counting.py`` for the transport side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from tcpworkers.drivers._companions import remember_socket
+from tcpworkers.drivers._counting import CountedTransport
+from tcpworkers.scope import RequestScope
+
+__all__ = ["ProxyBase", "TrackedConnection"]
+
+
+class TrackedConnection:
+    """One driver connection as its request scope sees it (a ``ScopedResource``)."""
+
+    __slots__ = (
+        "_lost",
+        "_noted",
+        "_over",
+        "_view",
+        "bytes_in",
+        "bytes_out",
+        "description",
+        "scope",
+        "transport",
+    )
+
+    opened_by_driver = True  # named in the scope's warning when the request leaves it open
+
+    def __init__(self, scope: RequestScope, description: str) -> None:
+        self.scope = scope
+        self.description = description
+        self.transport: asyncio.BaseTransport | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0  # counted by the CountedTransport the driver writes to
+        self._over = False  # the loss was reported
+        self._lost: asyncio.Future[None] | None = None  # made only when close() must wait
+        self._view: CountedTransport | None = None
+        self._noted = False
+
+    def describe(self) -> str:
+        return self.description
+
+    def is_done(self) -> bool:
+        """True once the connection ended; while it is open, make sure its end reaches us.
+
+        Drivers may swap our proxy out (asyncpg calls ``transport.set_protocol`` after its
+        SSLRequest exchange), after which loss is not reported to us: put the proxy back in
+        front of whatever protocol the driver installed.
+        """
+        if self._over:
+            return True
+        transport = self.transport
+        if transport is None:
+            return False  # still connecting: create_connection releases the slot if it fails
+        if transport.is_closing():
+            return True
+        current = transport.get_protocol()
+        if not (isinstance(current, ProxyBase) and current._conn is self):
+            transport.set_protocol(self.wrap(current))
+        return False
+
+    def on_lost(self) -> None:
+        self._over = True
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self.scope.release(self)
+
+    async def close(self) -> None:
+        """Close and wait for the loss to be reported (the scope bounds the wait, then aborts)."""
+        if self.transport is None or self.is_done():
+            self.on_lost()
+            return
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+        self.transport.close()
+        await asyncio.shield(self._lost)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            cast(asyncio.Transport, self.transport).abort()
+        self.on_lost()
+
+    def note_socket(self, sock: Any) -> None:
+        """The driver asked for the raw socket (so it may duplicate it): remember its identity
+        (see ``_companions.py``). Only then: most drivers never ask, and they pay nothing."""
+        if not self._noted:
+            self._noted = True
+            remember_socket(self.scope, sock, self)
+
+    def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
+        """The transport the driver sees (see ``_counting.py``), one per loop transport."""
+        if self._view is None or self._view.wrapped is not transport:
+            self._view = CountedTransport(transport, self)
+        return self._view
+
+    def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            return _BufferedProxy(protocol, self)
+        return _ProtocolProxy(cast(asyncio.Protocol, protocol), self)
+
+
+class ProxyBase:
+    """Forwards every protocol callback to the driver's protocol, noting loss and bytes.
+
+    Each callback through here is a Python frame the driver's connection would not otherwise
+    pay, so the proxy defines every name a loop looks up (a miss would go through
+    ``__getattr__`` and an exception), and the buffered one hands the loop the driver's own
+    ``get_buffer``: only what must be counted or noted passes through the proxy.
+    """
+
+    def __init__(self, app: Any, conn: TrackedConnection) -> None:
+        self._app = app
+        self._conn = conn
+
+    @property
+    def _tcpworkers_app(self) -> Any:
+        return self._app
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._conn.transport = transport
+        self._app.connection_made(self._conn.view(transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._app.connection_lost(exc)
+        finally:
+            self._conn.on_lost()
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._app.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._app.resume_writing()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (driver-specific attributes looked up through get_protocol()).
+        return getattr(self._app, name)
+
+
+class _ProtocolProxy(ProxyBase, asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        self._conn.bytes_in += len(data)
+        self._app.data_received(data)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        # Never called by a loop (this is not a BufferedProtocol); defined because uvloop asks
+        # hasattr(protocol, "get_buffer") of every protocol.
+        return self._app.get_buffer(sizehint)
+
+
+class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
+    def __init__(self, app: Any, conn: TrackedConnection) -> None:
+        super().__init__(app, conn)
+        # Nothing to count when the loop asks for a buffer: let it call the driver directly.
+        vars(self)["get_buffer"] = app.get_buffer
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._app.get_buffer(sizehint)  # replaced per instance in __init__
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._conn.bytes_in += nbytes
+        self._app.buffer_updated(nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        # Never called by a loop for a BufferedProtocol; defined because uvloop looks it up.
+        self._conn.bytes_in += len(data)
+        self._app.data_received(data)
