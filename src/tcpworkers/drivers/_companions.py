@@ -86,25 +86,34 @@ class _Described(ScopedResource, Protocol):
     bytes_out: int
 
 
-async def claim_slot(scope: RequestScope, conn: _Described, sock: Any) -> None:
-    """Take a slot for ``conn`` (see :func:`take_slot`), unless ``sock`` is a duplicate of the
-    socket of a connection its driver just closed (the MySQL drivers' TLS upgrade): then
-    ``conn`` continues that connection, its slot and its byte counts."""
+def claim_slot(scope: RequestScope, conn: _Described, sock: Any) -> bool:
+    """Give ``conn`` a slot now if it can have one (see :func:`take_slot`), or if ``sock`` is a
+    duplicate of the socket of a connection its driver just closed (the MySQL drivers' TLS
+    upgrade): then ``conn`` continues that connection, its slot and its byte counts.
+
+    Returns:
+        False when ``conn`` must wait for a slot: the caller awaits ``scope.acquire(conn)``.
+        (Synchronous, so the common case costs no coroutine.)
+    """
     previous = None if sock is None else same_socket_as(scope, sock)
     if previous is None:
-        await take_slot(scope, conn)
-        return
+        return take_slot(scope, conn)
     conn.bytes_in, conn.bytes_out = previous.bytes_in, previous.bytes_out
     scope.hand_over(previous, conn)
+    return True
 
 
-async def take_slot(scope: RequestScope, conn: _Described) -> None:
-    """Wait for a slot, except for a query cancellation, which is admitted at once."""
+def take_slot(scope: RequestScope, conn: _Described) -> bool:
+    """Take a free slot for ``conn``, or admit a query cancellation at once, over the limit.
+
+    Returns:
+        False when ``conn`` must wait for a slot: the caller awaits ``scope.acquire(conn)``.
+    """
     if is_cancel_request():
         conn.description += " (query cancellation)"
         scope.admit(conn)
-    elif not scope.try_acquire(conn):
-        await scope.acquire(conn)
+        return True
+    return scope.try_acquire(conn)
 
 
 def describe_peer(sock: socket.socket) -> str:
@@ -130,7 +139,10 @@ def remember_socket(scope: RequestScope, sock: Any, owner: ScopedResource) -> No
     """Note that ``owner`` (a connection of ``scope``) runs on ``sock``."""
     identity = _identity(sock)
     if identity is not None:
-        _by_scope.setdefault(scope, {})[identity] = owner
+        known = _by_scope.get(scope)
+        if known is None:  # (setdefault would make a weak reference every time)
+            known = _by_scope[scope] = {}
+        known[identity] = owner
 
 
 def same_socket_as(scope: RequestScope, sock: Any) -> ScopedResource | None:

@@ -129,7 +129,8 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                 kwargs.pop(option, None)
         where = format_hostport(str(host), int(port or 0)) if sock is None else describe_peer(sock)
         conn = TrackedConnection(scope, f"connection to {where} (driver)")
-        await claim_slot(scope, conn, sock)  # waits, or continues a re-connected socket's slot
+        if not claim_slot(scope, conn, sock):  # or continues a re-connected socket's slot
+            await scope.acquire(conn)
         started = time.perf_counter()
         try:
             if ssl and server_hostname is None:
@@ -195,7 +196,8 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             else f"connection to unix:{path} (driver)"
         )
         conn = TrackedConnection(scope, description)
-        await take_slot(scope, conn)
+        if not take_slot(scope, conn):
+            await scope.acquire(conn)
         try:
             if connector is not None:
                 transport, protocol = await connector(lambda: conn.wrap(protocol_factory()))

@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 from typing import final
 
-from tcpworkers.scope._current import enter_scope, leave_scope
+from tcpworkers.scope._current import _current
 
 __all__ = ["is_trusted", "trusted_connections"]
 
@@ -44,10 +44,10 @@ class _Trusted:
 
     def __enter__(self) -> None:
         self._token = _trusted.set(True)
-        self._scope_token = enter_scope(None)
+        self._scope_token = _current.set(None)
 
     def __exit__(self, *exc_info: object) -> None:
-        leave_scope(self._scope_token)
+        _current.reset(self._scope_token)
         _trusted.reset(self._token)
 
 

@@ -16,7 +16,7 @@ from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target, literal_target, system_resolve
 
-__all__ = ["decide", "denial_advice", "permitted_targets"]
+__all__ = ["decide", "denial_advice", "permitted_targets", "remembered_targets"]
 
 # Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
 # spellings, walking the class tables); a worker talks to the same few destinations over and
@@ -46,6 +46,15 @@ def decide(policy: EgressPolicy, host: str, ip: str, port: int) -> Decision:
 _fixed: dict[tuple[int, str, int], tuple[EgressPolicy, tuple[Target, ...]]] = {}
 
 
+def remembered_targets(policy: EgressPolicy, host: str, port: int) -> list[Target] | None:
+    """What :func:`permitted_targets` with the system resolver permitted before for a host that
+    needs no resolver, or ``None`` (ask it). Synchronous: the common case costs no coroutine."""
+    entry = _fixed.get((id(policy), host, port))
+    if entry is not None and entry[0] is policy:
+        return list(entry[1])
+    return None
+
+
 async def permitted_targets(
     dialer: Dialer, policy: EgressPolicy, host: str, port: int, scope: RequestScope | None
 ) -> list[Target]:
@@ -58,9 +67,9 @@ async def permitted_targets(
     """
     system = dialer.resolve is system_resolve
     if system:
-        entry = _fixed.get((id(policy), host, port))
-        if entry is not None and entry[0] is policy:
-            return list(entry[1])
+        known = remembered_targets(policy, host, port)
+        if known is not None:
+            return known
     fixed = True
     if is_localhost_name(host):
         # RFC 6761 6.3: this machine, by name; no resolver is asked (nor can it redirect it).

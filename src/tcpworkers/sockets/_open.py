@@ -20,8 +20,8 @@ from typing import Any
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.scope import RequestScope
 from tcpworkers.scope._trust import trusted_connections
-from tcpworkers.sockets._dial import Dialer, system_connect
-from tcpworkers.sockets._gate import permitted_targets
+from tcpworkers.sockets._dial import Dialer, system_connect, system_resolve
+from tcpworkers.sockets._gate import permitted_targets, remembered_targets
 
 __all__ = ["CreateConnection", "open_gated"]
 
@@ -68,7 +68,9 @@ async def open_gated(
         ConnectError: the name has no addresses.
         OSError, ssl.SSLError: connecting failed (translated by the caller).
     """
-    targets = await permitted_targets(dialer, policy, host, port, scope)
+    targets = (
+        remembered_targets(policy, host, port) if dialer.resolve is system_resolve else None
+    ) or await permitted_targets(dialer, policy, host, port, scope)
     if family:
         targets = [t for t in targets if t.family == family] or targets
     with trusted_connections():

@@ -1,0 +1,109 @@
+"""The gate's per-connection shortcuts keep its semantics (issue 11's benchmark target).
+
+What each shortcut skips is checked to still happen where it matters: the raw socket's identity
+is noted only when a driver asks for the socket (and then the MySQL re-connect finds it), pass-
+through methods reach the loop's own transport, permitted addresses are remembered only for
+hosts that need no resolver (a denial is decided and counted every time), and a request at its
+socket limit still waits for a slot. Runs on the gated stdlib loop and the gated uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tcpworkers.drivers import _companions
+from tcpworkers.drivers._counting import CountedTransport
+from tcpworkers.egress import EgressPolicy
+from tcpworkers.errors import EgressDeniedError
+from tcpworkers.scope import request_scope
+from tcpworkers.sockets import _gate
+from tcpworkers.sockets._dial import Dialer, Target, system_resolve, use_dialer
+from tcpworkers.testing import EchoServer
+
+NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
+
+
+async def test_the_socket_is_noted_only_when_the_driver_asks_for_it() -> None:
+    async with EchoServer() as server, request_scope() as scope:
+        _, writer = await asyncio.open_connection(server.host, server.port)
+        assert scope not in _companions._by_scope  # nobody asked: no fstat, no table
+        raw = writer.transport.get_extra_info("socket")
+        known = _companions._by_scope[scope]
+        assert list(known.values()) == list(scope.open_resources)
+        # A duplicate of it, once its driver closed the transport, continues that connection.
+        # (as the MySQL drivers do: duplicate, close, re-connect at once).
+        dup = raw.dup()
+        writer.close()
+        try:
+            assert _companions.same_socket_as(scope, dup) is not None
+        finally:
+            dup.close()
+        await writer.wait_closed()
+
+
+async def test_pass_through_methods_are_the_loop_transports_own() -> None:
+    async with EchoServer() as server, request_scope():
+        _, writer = await asyncio.open_connection(server.host, server.port)
+        view = writer.transport
+        assert isinstance(view, CountedTransport)
+        assert not view.is_closing()
+        assert view.is_closing == view.wrapped.is_closing  # bound to the loop's, no frame of ours
+        writer.close()
+        await writer.wait_closed()
+        assert view.is_closing()
+
+
+async def test_a_literal_is_decided_once_per_policy_and_a_denial_every_time() -> None:
+    policy = EgressPolicy.from_config({"preset": "dev"})
+    async with EchoServer() as server:
+        for _ in range(2):
+            async with request_scope(policy):
+                _, writer = await asyncio.open_connection(server.host, server.port)
+                writer.close()
+                await writer.wait_closed()
+        assert _gate.remembered_targets(policy, server.host, server.port) == [
+            Target(socket.AF_INET, (server.host, server.port))
+        ]
+        for _ in range(2):
+            async with request_scope(NO_LOOPBACK) as scope:
+                with pytest.raises(EgressDeniedError):
+                    await asyncio.open_connection(server.host, server.port)
+            assert scope.stats.sockets_denied == 1
+        assert _gate.remembered_targets(NO_LOOPBACK, server.host, server.port) is None
+
+
+async def test_a_custom_resolver_is_asked_every_time() -> None:
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[Target]:
+        asked.append(host)
+        return await system_resolve(host, port)
+
+    async with EchoServer() as server:
+        with use_dialer(Dialer(resolve=resolve)):
+            for _ in range(2):
+                async with request_scope():
+                    _, writer = await asyncio.open_connection(server.host, server.port)
+                    writer.close()
+                    await writer.wait_closed()
+    assert asked == [server.host, server.host]
+
+
+async def test_a_request_at_its_limit_still_waits_for_a_slot() -> None:
+    async with EchoServer() as server, request_scope(max_sockets=1) as scope:
+        _, first = await asyncio.open_connection(server.host, server.port)
+        second = asyncio.ensure_future(asyncio.open_connection(server.host, server.port))
+        for _ in range(100):  # a few loop passes: the second one resolves and queues
+            await asyncio.sleep(0)
+        assert not second.done()
+        assert scope.waiting == 1
+        first.close()
+        await first.wait_closed()
+        _, writer = await asyncio.wait_for(second, 5)
+        assert scope.stats.peak_open == 1
+        assert scope.stats.sockets_opened == 2
+        writer.close()
+        await writer.wait_closed()
