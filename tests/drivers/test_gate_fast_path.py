@@ -1,7 +1,7 @@
 """The gate's per-connection shortcuts keep its semantics (issue 11's benchmark target).
 
 What each shortcut skips is checked to still happen where it matters: the raw socket's identity
-is noted only when a driver asks for the socket (and then the MySQL re-connect finds it), pass-
+is noted only when a driver asks for the socket (and the MySQL re-connect finds it by inode), pass-
 through methods reach the loop's own transport, permitted addresses are remembered only for
 hosts that need no resolver (a denial is decided and counted every time), and a request at its
 socket limit still waits for a slot. Runs on the gated stdlib loop and the gated uvloop.
@@ -29,10 +29,9 @@ NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 async def test_the_socket_is_noted_only_when_the_driver_asks_for_it() -> None:
     async with EchoServer() as server, request_scope() as scope:
         _, writer = await asyncio.open_connection(server.host, server.port)
-        assert scope not in _companions._by_scope  # nobody asked: no fstat, no table
+        assert scope.noted_sockets() == []  # nobody asked
         raw = writer.transport.get_extra_info("socket")
-        known = _companions._by_scope[scope]
-        assert list(known.values()) == list(scope.open_resources)
+        assert scope.noted_sockets() == [(scope.open_resources[0], raw)]
         # A duplicate of it, once its driver closed the transport, continues that connection.
         # (as the MySQL drivers do: duplicate, close, re-connect at once).
         dup = raw.dup()

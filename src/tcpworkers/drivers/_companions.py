@@ -16,9 +16,10 @@ lives for one round trip). Driver tasks are recognised by module and qualified n
 TLS mid-handshake by duplicating the socket's file descriptor, closing their plain transport and
 calling ``create_connection(sock=<the duplicate>, ssl=...)``. It is the same TCP connection: the
 gate recognises it by the socket's identity (the inode every duplicate of a socket shares) among
-the request's open connections and lets the new transport take over the old one's slot. The
-inode is read only when a driver asks its transport for the raw socket (``get_extra_info(
-"socket")``), which it must do to duplicate it: drivers that never ask pay no ``fstat``.
+the request's open connections and lets the new transport take over the old one's slot. A
+driver must ask its transport for the raw socket (``get_extra_info("socket")``) to duplicate
+it; the scope notes the sockets handed out that way, and the inodes are read only when a
+driver re-connects on a given socket, so an ordinary connection pays no system call for this.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import weakref
 from typing import Any, Final, Protocol
 
 from tcpworkers.scope import RequestScope, ScopedResource
@@ -44,12 +44,6 @@ __all__ = [
 
 # (module, qualified name) of coroutines that only ever open a connection to cancel a query.
 CANCEL_TASKS: Final = frozenset({("asyncpg.connection", "Connection._cancel")})
-
-# Per request: socket inode -> the connection that owns it now.
-_by_scope: weakref.WeakKeyDictionary[RequestScope, dict[int, ScopedResource]] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 # Per coroutine code object: (the code object, whether it is one of CANCEL_TASKS). Asked on every
 # connection a request opens, so the answer is remembered; a few driver functions ever open
@@ -136,25 +130,28 @@ def _identity(sock: Any) -> int | None:
 
 
 def remember_socket(scope: RequestScope, sock: Any, owner: ScopedResource) -> None:
-    """Note that ``owner`` (a connection of ``scope``) runs on ``sock``."""
-    identity = _identity(sock)
-    if identity is not None:
-        known = _by_scope.get(scope)
-        if known is None:  # (setdefault would make a weak reference every time)
-            known = _by_scope[scope] = {}
-        known[identity] = owner
+    """Note that ``owner`` (a connection of ``scope``) runs on ``sock``, a raw socket its driver
+    asked for. No system call here: the identity is read only if a driver re-connects on a
+    given socket (:func:`same_socket_as`)."""
+    scope.note_socket(owner, sock)
 
 
 def same_socket_as(scope: RequestScope, sock: Any) -> ScopedResource | None:
     """The open connection of ``scope`` that already runs on ``sock`` (a duplicate of its
-    file descriptor), if any."""
-    known = _by_scope.get(scope)
-    if not known:
+    file descriptor), if any.
+
+    Only a connection its driver has just closed is continued. Its file descriptor is still
+    open then (both loops close it a loop pass after ``transport.close()``, and the MySQL
+    drivers re-connect in the same step), so the two inodes can be compared; were it closed,
+    the inodes would differ and the new connection would take its own slot.
+    """
+    noted = scope.noted_sockets()
+    if not noted:
         return None
     identity = _identity(sock)
     if identity is None:
         return None
-    owner = known.get(identity)
-    if owner is None or not scope.owns(owner) or not owner.is_done():
-        return None  # only a connection its driver has just closed is continued
-    return owner
+    for owner, raw in reversed(noted):
+        if scope.owns(owner) and owner.is_done() and _identity(raw) == identity:
+            return owner
+    return None

@@ -91,8 +91,8 @@ class TrackedConnection:
         self.on_lost()
 
     def note_socket(self, sock: Any) -> None:
-        """The driver asked for the raw socket (so it may duplicate it): remember its identity
-        (see ``_companions.py``). Only then: most drivers never ask, and they pay nothing."""
+        """The driver asked for the raw socket (so it may duplicate it): the scope notes it
+        (see ``_companions.py``)."""
         if not self._noted:
             self._noted = True
             remember_socket(self.scope, sock, self)

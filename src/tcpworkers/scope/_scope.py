@@ -135,6 +135,7 @@ class RequestScope:
         self._history: list[ScopedResource] = []  # every connection that took a slot (bounded)
         self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] = deque()
         self._closed = False
+        self._sockets: dict[ScopedResource, object] | None = None  # see note_socket
 
     @property
     def closed(self) -> bool:
@@ -245,6 +246,18 @@ class RequestScope:
             del self._open[old]
             self._open[new] = None
             self._remember(new)
+
+    def note_socket(self, resource: ScopedResource, sock: object) -> None:
+        """Remember that ``resource`` runs on ``sock``, a raw socket its driver asked for: a
+        driver that re-connects on a duplicate of it (the MySQL drivers' TLS upgrade) continues
+        the same connection (:meth:`hand_over`); see ``tcpworkers.drivers._companions``."""
+        if self._sockets is None:
+            self._sockets = {}
+        self._sockets[resource] = sock
+
+    def noted_sockets(self) -> list[tuple[ScopedResource, object]]:
+        """What :meth:`note_socket` remembered, oldest first."""
+        return [] if self._sockets is None else list(self._sockets.items())
 
     def record_connect(self, seconds: float) -> None:
         self.stats.connect_seconds += seconds
