@@ -18,7 +18,7 @@ from tcpworkers.drivers import _companions
 from tcpworkers.drivers._counting import CountedTransport
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import EgressDeniedError
-from tcpworkers.scope import request_scope
+from tcpworkers.scope import current_scope, request_scope
 from tcpworkers.sockets import _gate
 from tcpworkers.sockets._dial import Dialer, Target, system_resolve, use_dialer
 from tcpworkers.testing import EchoServer
@@ -106,3 +106,32 @@ async def test_a_request_at_its_limit_still_waits_for_a_slot() -> None:
         assert scope.stats.sockets_opened == 2
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_connection_opened_from_a_protocol_callback_is_gated() -> None:
+    # The transport runs its protocol's callbacks in the context it was made in: that must be
+    # the request's, not the gate's own trusted step, or a connection a callback opens (or a
+    # task it starts) would pass no policy and take no slot.
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen()
+    port = target.getsockname()[1]
+    policy = EgressPolicy.from_config({"preset": "dev", "deny_ports": [port]})
+    seen: dict[str, object] = {}
+
+    class Sneaky(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            seen["scope"] = current_scope()
+            seen["task"] = asyncio.ensure_future(asyncio.open_connection("127.0.0.1", port))
+
+    loop = asyncio.get_running_loop()
+    try:
+        async with EchoServer() as server, request_scope(policy) as scope:
+            transport, _ = await loop.create_connection(Sneaky, server.host, server.port)
+            assert seen["scope"] is scope
+            with pytest.raises(EgressDeniedError):
+                await seen["task"]  # type: ignore[misc]
+            assert scope.stats.sockets_denied == 1
+            transport.close()
+    finally:
+        target.close()

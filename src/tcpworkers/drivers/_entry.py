@@ -210,29 +210,30 @@ class EntryPointsMixin:
             return await base.create_datagram_endpoint(
                 protocol_factory, local_addr, family=family, **kwargs
             )
+        # Decided on the target; the endpoint is made in the caller's context, not trusted, so
+        # its protocol's callbacks run there (see sockets/_open.py). The stdlib loop's
+        # sock_connect underneath decides the same address again.
         if scope is None:
             target, _ = await _permitted(None, remote_addr, family)
-            with trusted_connections():
-                return await base.create_datagram_endpoint(
-                    protocol_factory,
-                    local_addr,
-                    target.sockaddr,
-                    family=target.family,
-                    **kwargs,
-                )
+            return await base.create_datagram_endpoint(
+                protocol_factory,
+                local_addr,
+                target.sockaddr,
+                family=target.family,
+                **kwargs,
+            )
         where = format_hostport(str(remote_addr[0]), int(remote_addr[1]))
         endpoint = _DatagramEndpoint(scope, f"UDP endpoint to {where} (driver)")
         await scope.acquire(endpoint)
         try:
             target, _ = await _permitted(scope, remote_addr, family)
-            with trusted_connections():
-                transport, proxy = await base.create_datagram_endpoint(
-                    lambda: _DatagramProxy(protocol_factory(), endpoint),
-                    local_addr,
-                    target.sockaddr,
-                    family=target.family,
-                    **kwargs,
-                )
+            transport, proxy = await base.create_datagram_endpoint(
+                lambda: _DatagramProxy(protocol_factory(), endpoint),
+                local_addr,
+                target.sockaddr,
+                family=target.family,
+                **kwargs,
+            )
         except BaseException:
             scope.release(endpoint)
             raise

@@ -59,7 +59,7 @@ from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import local_connector
 from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
-from tcpworkers.scope._trust import is_trusted, trusted_connections
+from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._open import open_gated
@@ -187,8 +187,9 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         if scope is None:
             if connector is not None:
                 return await connector(protocol_factory)
-            with trusted_connections():
-                return await base.create_unix_connection(protocol_factory, path, **kwargs)
+            # Decided; not trusted, so the transport runs its callbacks in the caller's context
+            # (see _open.py). The stdlib loop's sock_connect underneath decides it again.
+            return await base.create_unix_connection(protocol_factory, path, **kwargs)
         # Still counted against the request's limit and closed at request end, binding or not.
         description = (
             f"connection to binding socket {path} (driver)"
@@ -201,11 +202,10 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         try:
             if connector is not None:
                 transport, protocol = await connector(lambda: conn.wrap(protocol_factory()))
-            else:
-                with trusted_connections():  # decided: the base loop's sock_connect must not
-                    transport, protocol = await base.create_unix_connection(  # re-gate it
-                        lambda: conn.wrap(protocol_factory()), path, **kwargs
-                    )
+            else:  # as above: in the request's context, whose slot it has already taken
+                transport, protocol = await base.create_unix_connection(
+                    lambda: conn.wrap(protocol_factory()), path, **kwargs
+                )
         except BaseException:
             scope.release(conn)
             raise
@@ -247,8 +247,9 @@ async def _on_given_socket(
     try:
         if scope is not None:
             decide_given_socket(scope, sock)
-        with trusted_connections():  # decided: the base loop must not gate it again
-            return await base.create_connection(protocol_factory, sock=sock, **kwargs)
+        # The base loop calls no gated method for a connected socket; not trusted, so the
+        # transport runs its callbacks in the caller's context (see sockets/_open.py).
+        return await base.create_connection(protocol_factory, sock=sock, **kwargs)
     except BaseException:
         sock.close()
         raise

@@ -5,9 +5,15 @@ open their connections here, so the decision and the dial are written once. The 
 its loop's ``create_connection`` (for the gated loop, the *base* loop's) and everything the
 transport needs; the address the transport ends up on is always one the policy checked.
 
-The transport is created inside ``trusted_connections()``: the gate has decided, so a gated
-loop's own ``create_connection`` or ``sock_connect`` underneath must not decide (and count) the
-same connection again.
+The transport is created in the caller's context, never inside ``trusted_connections()``: a
+transport runs its protocol's callbacks in the context it was created in, so a connection a
+driver's callback opens (or a task it starts) would otherwise pass no policy and take no slot.
+So the caller passes a ``create_connection`` that does not gate again (a gated loop's *base*
+method, or a call the caller itself runs trusted, as ``connect()`` does for its own protocol).
+Only the gate's own dial (``dialer.connect_first``) runs trusted, so a gated loop's
+``sock_connect`` does not decide it again; that is also why only uvloop (or a trusted caller)
+dials an IP literal itself: the stdlib loop's ``create_connection`` calls the gated
+``sock_connect``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.scope import RequestScope
-from tcpworkers.scope._trust import trusted_connections
+from tcpworkers.scope._trust import is_trusted, trusted_connections
 from tcpworkers.sockets._dial import Dialer, system_connect, system_resolve
 from tcpworkers.sockets._gate import permitted_targets, remembered_targets
 
@@ -47,7 +53,8 @@ async def open_gated(
     """Open a connection to ``host:port`` through the gate.
 
     Args:
-        create_connection: the loop's ``create_connection`` that builds the transport.
+        create_connection: the loop's ``create_connection`` that builds the transport; it must
+            not gate again (see the module docstring).
         protocol_factory: as for ``loop.create_connection``.
         policy: decides on the name and each resolved address.
         scope: the request's scope (counts a denial), or ``None``.
@@ -60,8 +67,9 @@ async def open_gated(
 
     One permitted address and the system connector: the loop connects to that very IP literal
     itself (no lookup happens for a literal); on uvloop this is ~60 us cheaper than
-    ``sock_connect`` + ``create_connection(sock=)``. Otherwise the dialer connects (happy
-    eyeballs over the permitted addresses) and the transport is built on its socket.
+    ``sock_connect`` + ``create_connection(sock=)``. Otherwise (and on the stdlib loop unless
+    the caller is trusted: see ``_dials_ungated``) the dialer connects (happy eyeballs over the
+    permitted addresses) and the transport is built on its socket.
 
     Raises:
         EgressDeniedError: the policy permits none of the addresses.
@@ -73,29 +81,39 @@ async def open_gated(
     ) or await permitted_targets(dialer, policy, host, port, scope)
     if family:
         targets = [t for t in targets if t.family == family] or targets
+    if (
+        len(targets) == 1
+        and dialer.connect is system_connect
+        and (before_tls is None or not ssl)
+        and _dials_ungated(create_connection)
+    ):
+        target = targets[0]
+        return await create_connection(
+            protocol_factory,
+            target.ip,
+            target.sockaddr[1],
+            ssl=ssl,
+            server_hostname=server_hostname,
+            local_addr=local_addr,
+            **kwargs,
+        )
     with trusted_connections():
-        if (
-            len(targets) == 1
-            and dialer.connect is system_connect
-            and (before_tls is None or not ssl)
-        ):
-            target = targets[0]
-            return await create_connection(
-                protocol_factory,
-                target.ip,
-                target.sockaddr[1],
-                ssl=ssl,
-                server_hostname=server_hostname,
-                local_addr=local_addr,
-                **kwargs,
-            )
         sock = await dialer.connect_first(targets)
-        try:
-            if ssl and before_tls is not None:
-                before_tls()
-            return await create_connection(
-                protocol_factory, sock=sock, ssl=ssl, server_hostname=server_hostname, **kwargs
-            )
-        except BaseException:
-            sock.close()
-            raise
+    try:
+        if ssl and before_tls is not None:
+            before_tls()
+        return await create_connection(
+            protocol_factory, sock=sock, ssl=ssl, server_hostname=server_hostname, **kwargs
+        )
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _dials_ungated(create_connection: CreateConnection) -> bool:
+    """Whether ``create_connection`` can dial an IP literal itself without the gate deciding
+    it again: uvloop's dials in C; the stdlib loop's calls the loop's ``sock_connect``, which a
+    gated loop gates, so there the gate dials (trusted) unless the caller is trusted already."""
+    return is_trusted() or not isinstance(
+        getattr(create_connection, "__self__", None), asyncio.BaseEventLoop
+    )

@@ -50,6 +50,7 @@ from tcpworkers.errors import (
     StartTlsError,
 )
 from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._trust import trusted_connections
 from tcpworkers.sockets._address import Address, format_hostport
 from tcpworkers.sockets._dial import Dialer
 from tcpworkers.sockets._open import open_gated
@@ -351,16 +352,20 @@ class Socket:
                 "ssl_handshake_timeout": self._connect_timeout,
                 "before_tls": self._start_handshake,
             }
-        transport, _ = await open_gated(
-            self._loop.create_connection,
-            lambda: self._protocol,
-            self._address.host,
-            self._address.port,
-            policy=policy,
-            scope=self._scope,
-            dialer=self._dialer,
-            **tls,
-        )
+        # Trusted: on a gated loop, its create_connection must not gate this connection a
+        # second time (a second slot, a second count). Safe for the transport's context: the
+        # callbacks are this socket's own protocol, which runs no code of the caller's.
+        with trusted_connections():
+            transport, _ = await open_gated(
+                self._loop.create_connection,
+                lambda: self._protocol,
+                self._address.host,
+                self._address.port,
+                policy=policy,
+                scope=self._scope,
+                dialer=self._dialer,
+                **tls,
+            )
         return cast(asyncio.Transport, transport)
 
     def _start_handshake(self) -> None:
