@@ -29,9 +29,9 @@ NO_LOOPBACK = EgressPolicy.from_config({"preset": "dev", "deny": ["loopback"]})
 async def test_the_socket_is_noted_only_when_the_driver_asks_for_it() -> None:
     async with EchoServer() as server, request_scope() as scope:
         _, writer = await asyncio.open_connection(server.host, server.port)
-        assert scope.noted_sockets() == []  # nobody asked
+        assert scope.noted_sockets() == ()  # nobody asked
         raw = writer.transport.get_extra_info("socket")
-        assert scope.noted_sockets() == [(scope.open_resources[0], raw)]
+        assert scope.noted_sockets() == ((scope.open_resources[0], raw),)
         # A duplicate of it, once its driver closed the transport, continues that connection.
         # (as the MySQL drivers do: duplicate, close, re-connect at once).
         dup = raw.dup()

@@ -110,11 +110,10 @@ def take_slot(scope: RequestScope, conn: _Described) -> bool:
     return scope.try_acquire(conn)
 
 
-def describe_peer(sock: socket.socket) -> str:
-    """``127.0.0.1:5432`` or ``unix:/path`` for a connected socket a driver handed over."""
-    try:
-        peer = sock.getpeername()
-    except OSError:
+def describe_peer(sock: socket.socket, peer: Any | None) -> str:
+    """``127.0.0.1:5432`` or ``unix:/path`` for a socket a driver handed over, connected to
+    ``peer`` (its ``getpeername()``; ``None``: not connected)."""
+    if peer is None:
         return "a given socket"
     if sock.family == socket.AF_UNIX:
         return f"unix:{peer}"

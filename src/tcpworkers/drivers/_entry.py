@@ -34,21 +34,21 @@ from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer
 from tcpworkers.sockets._gate import decide, permitted_targets
 
-__all__ = ["EntryPointsMixin", "decide_given_socket", "decide_unix"]
+__all__ = ["EntryPointsMixin", "decide_given_socket", "decide_unix", "peer_of"]
 
 
 def _refuse(scope: RequestScope, what: str, fix: str) -> ConnectNotAllowedError:
     return ConnectNotAllowedError(f"{what} is not allowed while handling {scope.label}: {fix}")
 
 
-async def _permitted(scope: RequestScope | None, address: Any, family: int) -> tuple[Target, str]:
+async def _permitted(scope: RequestScope | None, address: Any, family: int) -> Target:
     """Resolve and check ``address`` (a ``(host, port, ...)`` tuple) under the policy in force."""
     host, port = str(address[0]), int(address[1])
     policy = scope.policy if scope is not None else default_policy()
     targets = await permitted_targets(current_dialer(), policy, host, port, scope)
-    if family:
+    if family and (len(targets) > 1 or targets[0].family != family):
         targets = [t for t in targets if t.family == family] or targets
-    return targets[0], format_hostport(host, port)
+    return targets[0]
 
 
 def decide_unix(scope: RequestScope | None, path: str, lead: str) -> bool:
@@ -71,20 +71,33 @@ def decide_unix(scope: RequestScope | None, path: str, lead: str) -> bool:
     return False
 
 
-def decide_given_socket(scope: RequestScope | None, sock: socket.socket) -> None:
+def peer_of(sock: socket.socket) -> Any | None:
+    """``sock.getpeername()``, or ``None`` when it is not connected."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+def decide_given_socket(
+    scope: RequestScope | None, sock: socket.socket, peer: Any | None = None
+) -> None:
     """A caller that connected its own socket: decide on the peer it actually reached.
+
+    Args:
+        peer: ``peer_of(sock)`` when the caller has it already (one system call fewer).
 
     Raises:
         ConnectNotAllowedError: the socket is not connected (nothing to decide on).
         EgressDeniedError: the policy does not permit the peer.
     """
-    try:
-        peer = sock.getpeername()
-    except OSError:
+    if peer is None:
+        peer = peer_of(sock)
+    if peer is None:
         raise ConnectNotAllowedError(
             "create_connection(sock=...) needs a connected socket so the egress policy can "
             "decide on its peer; pass host and port instead and let the gate connect"
-        ) from None
+        )
     if sock.family == socket.AF_UNIX:
         decide_unix(scope, str(peer), "connection ")
         return
@@ -168,7 +181,7 @@ class EntryPointsMixin:
             decide_unix(scope, str(address), f"could not connect to {address}: ")
             with trusted_connections():
                 return cast(None, await base.sock_connect(sock, address))
-        target, _ = await _permitted(scope, address, sock.family)
+        target = await _permitted(scope, address, sock.family)
         with trusted_connections():
             return cast(None, await base.sock_connect(sock, target.sockaddr))
 
@@ -177,7 +190,7 @@ class EntryPointsMixin:
         if is_trusted():
             return cast(int, await base.sock_sendto(sock, data, address))
         check_connections_allowed()
-        target, _ = await _permitted(current_scope(), address, sock.family)
+        target = await _permitted(current_scope(), address, sock.family)
         return cast(int, await base.sock_sendto(sock, data, target.sockaddr))
 
     async def create_datagram_endpoint(  # type: ignore[no-untyped-def]
@@ -214,7 +227,7 @@ class EntryPointsMixin:
         # its protocol's callbacks run there (see sockets/_open.py). The stdlib loop's
         # sock_connect underneath decides the same address again.
         if scope is None:
-            target, _ = await _permitted(None, remote_addr, family)
+            target = await _permitted(None, remote_addr, family)
             return await base.create_datagram_endpoint(
                 protocol_factory,
                 local_addr,
@@ -226,7 +239,7 @@ class EntryPointsMixin:
         endpoint = _DatagramEndpoint(scope, f"UDP endpoint to {where} (driver)")
         await scope.acquire(endpoint)
         try:
-            target, _ = await _permitted(scope, remote_addr, family)
+            target = await _permitted(scope, remote_addr, family)
             transport, proxy = await base.create_datagram_endpoint(
                 lambda: _DatagramProxy(protocol_factory(), endpoint),
                 local_addr,

@@ -53,7 +53,12 @@ from typing import Any, cast
 
 from tcpworkers.drivers._companions import claim_slot, describe_peer, take_slot
 from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
-from tcpworkers.drivers._entry import EntryPointsMixin, decide_given_socket, decide_unix
+from tcpworkers.drivers._entry import (
+    EntryPointsMixin,
+    decide_given_socket,
+    decide_unix,
+    peer_of,
+)
 from tcpworkers.drivers._tracked import ProxyBase, TrackedConnection
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
@@ -127,7 +132,12 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         if kwargs:
             for option in _DIAL_OPTIONS:
                 kwargs.pop(option, None)
-        where = format_hostport(str(host), int(port or 0)) if sock is None else describe_peer(sock)
+        peer = None if sock is None else peer_of(sock)
+        where = (
+            format_hostport(str(host), int(port or 0))
+            if sock is None
+            else describe_peer(sock, peer)
+        )
         conn = TrackedConnection(scope, f"connection to {where} (driver)")
         if not claim_slot(scope, conn, sock):  # or continues a re-connected socket's slot
             await scope.acquire(conn)
@@ -155,6 +165,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                     scope,
                     lambda: conn.wrap(protocol_factory()),
                     sock,
+                    peer,
                     ssl=ssl,
                     server_hostname=server_hostname,
                     **kwargs,
@@ -238,15 +249,17 @@ async def _on_given_socket(
     scope: RequestScope | None,
     protocol_factory: Callable[[], asyncio.BaseProtocol],
     sock: socket.socket,
+    peer: Any | None,
     **kwargs: Any,
 ) -> Any:
-    """A driver that connected its own socket: decide on the peer it reached, then build the
-    transport on it (closing the socket if that fails, and in a request if the decision does)."""
+    """A driver that connected its own socket: decide on the peer it reached (``peer``, when
+    the caller has it), then build the transport on it (closing the socket if that fails, and
+    in a request if the decision does)."""
     if scope is None:
-        decide_given_socket(scope, sock)
+        decide_given_socket(scope, sock, peer)
     try:
         if scope is not None:
-            decide_given_socket(scope, sock)
+            decide_given_socket(scope, sock, peer)
         # The base loop calls no gated method for a connected socket; not trusted, so the
         # transport runs its callbacks in the caller's context (see sockets/_open.py).
         return await base.create_connection(protocol_factory, sock=sock, **kwargs)
@@ -274,7 +287,14 @@ async def _outside_scopes(
         server_hostname = host
     if sock is not None:
         return await _on_given_socket(
-            base, None, protocol_factory, sock, ssl=ssl, server_hostname=server_hostname, **kwargs
+            base,
+            None,
+            protocol_factory,
+            sock,
+            None,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            **kwargs,
         )
     for option in _DIAL_OPTIONS:
         kwargs.pop(option, None)

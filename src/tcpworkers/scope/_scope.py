@@ -255,9 +255,9 @@ class RequestScope:
             self._sockets = {}
         self._sockets[resource] = sock
 
-    def noted_sockets(self) -> list[tuple[ScopedResource, object]]:
+    def noted_sockets(self) -> tuple[tuple[ScopedResource, object], ...]:
         """What :meth:`note_socket` remembered, oldest first."""
-        return [] if self._sockets is None else list(self._sockets.items())
+        return () if self._sockets is None else tuple(self._sockets.items())
 
     def record_connect(self, seconds: float) -> None:
         self.stats.connect_seconds += seconds
