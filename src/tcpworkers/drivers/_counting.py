@@ -76,7 +76,8 @@ class CountedTransport(asyncio.Transport):
     # No __slots__: the pass-through methods are cached in the instance __dict__.
 
     def __init__(self, transport: asyncio.BaseTransport, conn: Counter) -> None:
-        super().__init__()
+        # No super().__init__(): its only work is an extra-info dict, and get_extra_info is
+        # the loop transport's here.
         self._transport: Any = transport
         self._conn = conn
 

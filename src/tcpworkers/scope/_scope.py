@@ -51,6 +51,8 @@ CLEANUP_GRACE: Final = 1.0
 
 logger = logging.getLogger("tcpworkers.scope")
 
+_SECONDS: Final = (int, float)  # a tuple: `int | float` would build a union on every request
+
 
 class ScopedResource(Protocol):
     """A connection a scope owns: something it can describe, close politely, and abort.
@@ -78,7 +80,7 @@ class ScopedResource(Protocol):
 
 
 @final
-@dataclass
+@dataclass(slots=True)
 class ScopeStats:
     """What one scope's connections did.
 
@@ -124,7 +126,7 @@ class RequestScope:
     ) -> None:
         if not isinstance(max_sockets, int) or isinstance(max_sockets, bool) or max_sockets < 1:
             raise ValueError(f"max_sockets must be a positive int, got {max_sockets!r}")
-        if not isinstance(slot_timeout, int | float) or slot_timeout <= 0:
+        if not isinstance(slot_timeout, _SECONDS) or slot_timeout <= 0:
             raise ValueError(f"slot_timeout must be positive seconds, got {slot_timeout!r}")
         self.policy = policy if policy is not None else default_policy()
         self.max_sockets = max_sockets
