@@ -113,9 +113,10 @@ class ProxyBase:
     """Forwards every protocol callback to the driver's protocol, noting loss and bytes.
 
     Each callback through here is a Python frame the driver's connection would not otherwise
-    pay, so the proxy defines every name a loop looks up (a miss would go through
-    ``__getattr__`` and an exception), and the buffered one hands the loop the driver's own
-    ``get_buffer``: only what must be counted or noted passes through the proxy.
+    pay, so the buffered proxy hands the loop the driver's own ``get_buffer``: only what must
+    be counted or noted passes through the proxy. Only loops see a proxy (a driver asking its
+    transport for the protocol gets its own, see ``_counting.py``), so it forwards exactly the
+    protocol methods and has no ``__getattr__``, which would slow every attribute access on it.
     """
 
     def __init__(self, app: Any, conn: TrackedConnection) -> None:
@@ -146,20 +147,11 @@ class ProxyBase:
     def resume_writing(self) -> None:
         self._app.resume_writing()
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything else (driver-specific attributes looked up through get_protocol()).
-        return getattr(self._app, name)
-
 
 class _ProtocolProxy(ProxyBase, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._conn.bytes_in += len(data)
         self._app.data_received(data)
-
-    def get_buffer(self, sizehint: int) -> Any:
-        # Never called by a loop (this is not a BufferedProtocol); defined because uvloop asks
-        # hasattr(protocol, "get_buffer") of every protocol.
-        return self._app.get_buffer(sizehint)
 
 
 class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
@@ -176,6 +168,7 @@ class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
         self._app.buffer_updated(nbytes)
 
     def data_received(self, data: bytes) -> None:
-        # Never called by a loop for a BufferedProtocol; defined because uvloop looks it up.
+        # Never called by a loop for a BufferedProtocol; defined because uvloop looks it up on
+        # every protocol (a miss costs an AttributeError per connection).
         self._conn.bytes_in += len(data)
         self._app.data_received(data)
