@@ -30,6 +30,12 @@ read from the binding's metrics after the run.
 
 Targets from the issue: (b) >= 20x (a); (b) faster than (c); (b) >= 0.8x (d).
 
+The ceiling: a request of (b) does everything a request of (d) does plus a new asyncpg connection,
+so even with a pooler and a runtime that cost nothing, (b)/(d) stays below what asyncpg's own CPU
+for a new connection allows. ``_asyncpg_floor.py`` measures that CPU against a canned in-process
+server after the runs, and the report prints the ceiling it gives for each target (at c=1 from
+(d)'s time per request, at c=32, where the server is CPU-bound, from (d)'s CPU per request).
+
 Run: ``.venv/bin/python benchmarks/bench_pool.py [--quick] [--rounds N] [--duration S]``.
 """
 
@@ -49,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from _asyncpg_floor import measure as asyncpg_floor
 from _common import (
     CpuPlan,
     cpu_plan,
@@ -399,7 +406,24 @@ def table(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     return format_table(headers, rows)
 
 
-def verdicts(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+def ceilings(
+    summary: Mapping[str, Mapping[str, Mapping[str, float]]], floor_us: float
+) -> dict[str, float]:
+    """The most (b)/(d) could be if the pooler and the runtime cost nothing: a request of (b)
+    does what one of (d) does plus a new asyncpg connection, whose own CPU is ``floor_us``. At
+    c=1 requests run one after another, so each takes at least that much longer than (d)'s
+    (1 / req/s); at c=32 the server is CPU-bound, so its CPU per request grows by that much."""
+    out = {}
+    for workload, rows in summary.items():
+        d = rows["uvicorn+pool"]
+        base = 1e6 / d["rps"] if workload == "c=1" else d["srv_us"]
+        out[workload] = base / (base + floor_us)
+    return out
+
+
+def verdicts(
+    summary: Mapping[str, Mapping[str, Mapping[str, float]]], ceiling: Mapping[str, float]
+) -> list[str]:
     lines = []
     for workload, rows in summary.items():
         b, a, c, d = (rows[v] for v in ("binding", "direct", "pgbouncer", "uvicorn+pool"))
@@ -414,6 +438,13 @@ def verdicts(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[s
             f"{workload}: pooler + runtime CPU over (d): {b['srv_us'] - d['srv_us']:.0f} µs/req; "
             f"added p50 latency over (d): {b['p50_ms'] - d['p50_ms']:.2f} ms"
         )
+        if workload in ceiling:
+            top = ceiling[workload]
+            lines.append(
+                f"{workload}: ceiling with a free pooler and runtime (asyncpg's own connection "
+                f"CPU only): (b) <= {top:.2f}x (d) = {top * d['rps'] / a['rps']:.1f}x (a); "
+                f"(b) reaches {b['rps'] / (top * d['rps']):.0%} of it"
+            )
     return lines
 
 
@@ -448,6 +479,9 @@ def main(argv: Sequence[str]) -> int:
     ):
         results = run_all(config, procs, cpus)
     summary = summarize(results)
+    progress("measuring asyncpg's own CPU per new connection (canned in-process server)")
+    floor_us = asyncpg_floor(1000 if config.rounds == 1 else 3000)
+    ceiling = ceilings(summary, floor_us)
     saved = _metric(results.metrics, "tcpworkers_pool_parse_saved_total")
     forwarded = _metric(results.metrics, "tcpworkers_pool_parse_forwarded_total")
     report = {
@@ -457,6 +491,8 @@ def main(argv: Sequence[str]) -> int:
         "config": asdict(config),
         "summary": summary,
         "parse": {"saved": saved, "forwarded": forwarded},
+        "asyncpg_floor_us": floor_us,
+        "ceiling_x_pool": ceiling,
         "rounds": {
             w: {v: [asdict(s) for s in samples] for v, samples in variants.items()}
             for w, variants in results.samples.items()
@@ -469,7 +505,11 @@ def main(argv: Sequence[str]) -> int:
     )
     print(table(summary))
     print()
-    for line in verdicts(summary):
+    print(
+        f"asyncpg's own CPU per new connection + SELECT 1 + close, against a canned in-process "
+        f"server (benchmarks/_asyncpg_floor.py): {floor_us:.0f} µs"
+    )
+    for line in verdicts(summary, ceiling):
         print(line)
     print(
         f"Parse messages answered by the pool (round trips saved): {saved:.0f}; "

@@ -231,3 +231,32 @@ async def test_stopping_the_binding_ends_in_process_clients(db: PostgresBinding)
         await asyncio.sleep(0.01)
     assert conn.is_closed()
     assert _pipe(conn).is_closing()
+
+
+async def test_the_in_process_door_asks_no_password(db: PostgresBinding) -> None:
+    """Only this process reaches the in-process door, so it skips the password round trip;
+    the socket, which other processes of the same user can reach, still checks the secret."""
+    wrong = db.connection_string.replace(db.password, "not-the-secret")
+    conn = await asyncpg.connect(wrong)
+    try:
+        assert await conn.fetchval("select 'in-process'") == "in-process"
+    finally:
+        await conn.close()
+    assert (db.connections_in_process, db.connections_accepted) == (1, 0)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        await psycopg.AsyncConnection.connect(wrong)
+    assert db.connections_accepted == 1
+
+
+async def test_the_in_process_door_still_checks_user_and_database(db: PostgresBinding) -> None:
+    for field, value, error in (
+        ("user", "intruder", asyncpg.InvalidAuthorizationSpecificationError),
+        ("database", "elsewhere", asyncpg.InvalidCatalogNameError),
+    ):
+        dsn = db.connection_string.replace(
+            f"{db.user}:" if field == "user" else f"@/{db.database}?",
+            f"{value}:" if field == "user" else f"@/{value}?",
+        )
+        with pytest.raises(error, match="pool binding"):
+            await asyncpg.connect(dsn)
+    assert db.connections_accepted == 0

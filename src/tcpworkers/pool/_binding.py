@@ -315,7 +315,7 @@ class PostgresBinding:
         transport, end = open_pipe(loop, protocol, self._path[1] if self._path else "")
         # Served in the runtime's context, not the request's: the pool's server connections
         # are not the request's (its policy, its socket limit).
-        task = loop.create_task(self._serve(end, end), context=self._context.copy())
+        task = loop.create_task(self._serve(end, end, None), context=self._context.copy())
         self._clients[task] = end.abort
         self.connections_in_process += 1
         protocol.connection_made(transport)
@@ -326,9 +326,11 @@ class PostgresBinding:
         assert task is not None
         self._clients[task] = writer.transport.abort
         self.connections_accepted += 1
-        await self._serve(reader, writer)
+        await self._serve(reader, writer, self._secret)
 
-    async def _serve(self, reader: ClientReader, writer: ClientWriter) -> None:
+    async def _serve(
+        self, reader: ClientReader, writer: ClientWriter, password: str | None
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         assert self._pool is not None
@@ -339,7 +341,7 @@ class PostgresBinding:
                 self._pool,
                 user=self.user,
                 database=self.database,
-                password=self._secret,
+                password=password,
             )
         except asyncio.CancelledError:
             # stop() cancels what did not end in time; this is the connection's own task

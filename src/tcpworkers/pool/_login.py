@@ -79,7 +79,7 @@ async def login(
     *,
     user: str,
     database: str,
-    password: str,
+    password: str | None,
     backend_key: tuple[int, int],
 ) -> FrontendParser | m.CancelRequest | None:
     """Run the startup exchange. Returns the parser (now past startup, possibly holding the
@@ -110,23 +110,10 @@ async def login(
         extensions = tuple(name for name, _ in hello.parameters if name.startswith("_pq_."))
         if hello.protocol != m.PROTOCOL_3_0 or extensions:  # we speak 3.0 and no extensions
             writer.write(m.NegotiateProtocolVersion(0, extensions).encode())
-    writer.write(_ASK_PASSWORD)
-    answer = await _next_frame(reader, parser)
-    secret = password.encode()
-    expected = b"p" + (len(secret) + 5).to_bytes(4, "big") + secret + b"\0"
-    if not hmac.compare_digest(answer.raw, expected):
-        message = decode_frontend(answer)  # not the exact message expected: look closer
-        if not isinstance(message, m.PasswordMessage):
-            raise PgProtocolError(f"expected a password message, got {type(message).__name__}")
-        if not hmac.compare_digest(message.data.rstrip(b"\0"), secret):
-            writer.write(
-                fatal(
-                    "28P01",
-                    f"password authentication failed for user {user!r} on pool binding "
-                    f"{pool.name!r}",
-                )
-            )
-            return None
+    if password is not None and not await _authenticate(
+        reader, writer, parser, pool, user, password
+    ):
+        return None
     if hello is not None:
         if not pool.parameters:  # nothing opened yet: learn the server's parameters first
             try:
@@ -144,6 +131,36 @@ async def login(
     # One write: AuthenticationOk, the ParameterStatus block, BackendKeyData, ReadyForQuery.
     writer.write(_greeting(pool) + m.BackendKeyData(*backend_key).encode() + _READY)
     return parser
+
+
+async def _authenticate(
+    reader: ClientReader,
+    writer: ClientWriter,
+    parser: FrontendParser,
+    pool: Pool,
+    user: str,
+    password: str,
+) -> bool:
+    """Ask for the binding's secret (cleartext: the leg is local) and check it in constant time;
+    False after writing the FATAL error for a wrong one."""
+    writer.write(_ASK_PASSWORD)
+    answer = await _next_frame(reader, parser)
+    secret = password.encode()
+    expected = b"p" + (len(secret) + 5).to_bytes(4, "big") + secret + b"\0"
+    if hmac.compare_digest(answer.raw, expected):
+        return True
+    message = decode_frontend(answer)  # not the exact message expected: look closer
+    if not isinstance(message, m.PasswordMessage):
+        raise PgProtocolError(f"expected a password message, got {type(message).__name__}")
+    if hmac.compare_digest(message.data.rstrip(b"\0"), secret):
+        return True
+    writer.write(
+        fatal(
+            "28P01",
+            f"password authentication failed for user {user!r} on pool binding {pool.name!r}",
+        )
+    )
+    return False
 
 
 def _check_startup(hello: m.StartupMessage, pool: Pool, user: str, database: str) -> bytes | None:

@@ -59,7 +59,7 @@ async def serve_client(
     *,
     user: str,
     database: str,
-    password: str,
+    password: str | None,
 ) -> None:
     """Serve one client connection of a pool binding until it disconnects; never raises for
     what the client or the server does (errors go to the client as ErrorResponses)."""
