@@ -135,3 +135,26 @@ async def test_a_connection_opened_from_a_protocol_callback_is_gated() -> None:
             transport.close()
     finally:
         target.close()
+
+
+async def test_the_view_forwards_what_the_loop_transport_has() -> None:
+    async with EchoServer() as server, request_scope() as scope:
+        _, writer = await asyncio.open_connection(server.host, server.port)
+        view = writer.transport
+        loop_transport = view.wrapped
+        values = [
+            name
+            for name in dir(type(loop_transport))
+            if not name.startswith("__") and not callable(getattr(loop_transport, name))
+        ]
+        for name in values:  # read through, not copied
+            assert getattr(view, name) == getattr(loop_transport, name)
+        if hasattr(loop_transport, "__dict__"):  # the stdlib loop: a fallback for the rest
+            assert view._sock is loop_transport._sock
+            assert scope.noted_sockets() == ((scope.open_resources[0], loop_transport._sock),)
+        else:  # uvloop: exactly the transport class's attributes, no slow fallback
+            assert not hasattr(type(view), "__getattr__")
+            with pytest.raises(AttributeError):
+                _ = view.no_such_attribute
+        writer.close()
+        await writer.wait_closed()

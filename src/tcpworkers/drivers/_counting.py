@@ -18,7 +18,8 @@ driver gets this thin wrapper instead of the loop's transport:
 Cost. Every request that opens a connection pays for this wrapper, so it stays out of the way:
 the methods it only passes through are bound to the loop transport's own methods on first use
 (:class:`_PassThrough`), after which a driver's ``is_closing()`` or ``close()`` is a direct call
-into the loop, with no Python frame of ours in between.
+into the loop, with no Python frame of ours in between; and it has no ``__getattr__`` fallback
+where the loop's transport class says what it has (uvloop's; see :func:`counted_transport`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["CountedTransport", "Counter", "unwrap_protocol"]
+__all__ = ["CountedTransport", "Counter", "counted_transport", "unwrap_protocol"]
 
 
 class Counter(Protocol):
@@ -130,12 +131,62 @@ class CountedTransport(asyncio.Transport):
         get_write_buffer_size = _PassThrough()
         get_write_buffer_limits = _PassThrough()
 
+    def __repr__(self) -> str:
+        return f"<gated {self._transport!r}>"
+
+
+class _ForwardingTransport(CountedTransport):
+    """The view of a loop transport whose instances carry attributes of their own (the stdlib
+    loop's): anything else is looked up on the loop's transport when asked for."""
+
     def __getattr__(self, name: str) -> Any:
-        # Loop-specific extras (uvloop's, the SSL transport's) the driver may use.
+        # Loop-specific extras (the transport's own attributes) the driver may use.
         value = getattr(self._transport, name)
         if name == "_sock":  # the stdlib transport's own socket: as get_extra_info("socket")
             self._conn.note_socket(value)
         return value
 
-    def __repr__(self) -> str:
-        return f"<gated {self._transport!r}>"
+
+class _Forward:
+    """A loop transport's attribute that is a value, not a method: read through every time."""
+
+    __slots__ = ("_name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
+        if wrapper is None:
+            return self
+        return getattr(wrapper._transport, self._name)
+
+
+# Per loop transport class, the class of its views (see counted_transport).
+_view_classes: dict[type, type[CountedTransport]] = {}
+
+
+def counted_transport(transport: asyncio.BaseTransport, conn: Counter) -> CountedTransport:
+    """The view a driver gets of ``transport``.
+
+    A ``__getattr__`` fallback would make every attribute access on a view slow (the getattr
+    hook, no specialisation), and a view is used on every write. So when the loop's transport
+    class has a fixed set of attributes (uvloop's, which have no instance ``__dict__``), the
+    view's class forwards exactly those, made once per transport class; otherwise (the stdlib
+    loop's, whose instances carry their own) it falls back to ``__getattr__``.
+    """
+    kind = type(transport)
+    view_class = _view_classes.get(kind)
+    if view_class is None:
+        view_class = _view_classes[kind] = _view_class_for(kind)
+    return view_class(transport, conn)
+
+
+def _view_class_for(kind: type) -> type[CountedTransport]:
+    if kind.__dictoffset__:
+        return _ForwardingTransport
+    namespace: dict[str, Any] = {"__module__": __name__}
+    for name in dir(kind):
+        if name.startswith("__") or name in vars(CountedTransport):
+            continue  # Python's own machinery, or what the view itself does
+        namespace[name] = _PassThrough() if callable(getattr(kind, name)) else _Forward()
+    return type(f"Counted{kind.__name__}", (CountedTransport,), namespace)

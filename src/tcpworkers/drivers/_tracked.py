@@ -13,7 +13,7 @@ import asyncio
 from typing import Any, cast
 
 from tcpworkers.drivers._companions import remember_socket
-from tcpworkers.drivers._counting import CountedTransport
+from tcpworkers.drivers._counting import CountedTransport, counted_transport
 from tcpworkers.scope import RequestScope
 
 __all__ = ["ProxyBase", "TrackedConnection"]
@@ -100,7 +100,7 @@ class TrackedConnection:
     def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
         """The transport the driver sees (see ``_counting.py``), one per loop transport."""
         if self._view is None or self._view.wrapped is not transport:
-            self._view = CountedTransport(transport, self)
+            self._view = counted_transport(transport, self)
         return self._view
 
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
