@@ -304,3 +304,10 @@ async def test_a_worker_apps_sockets_count_in_the_gauge_before_it_responds() -> 
     assert sent[0]["status"] == 200
     assert seen == [1, 0]
     assert metrics.sockets_opened == 1
+
+
+def test_a_request_record_is_immutable() -> None:
+    finished = record()
+    with pytest.raises(AttributeError):
+        finished.status = 500  # type: ignore[misc]
+    assert finished.status == 200

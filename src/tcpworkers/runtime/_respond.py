@@ -140,13 +140,13 @@ class Responder:
         status = exchange.status
         if (disconnected or exchange.disconnected) and not exchange.complete:
             status = CLIENT_CLOSED_REQUEST
-        record = RequestRecord(
-            method=run.method,
-            path=run.path,
-            status=status,
-            duration=time.perf_counter() - run.started_at,
-            stats=run.request_scope.stats,
-            error=exchange.error,
+        record = RequestRecord(  # positional: keywords cost a third more, once per request
+            run.method,
+            run.path,
+            status,
+            time.perf_counter() - run.started_at,
+            run.request_scope.stats,
+            exchange.error,
         )
         for observer in self._observers:
             try:
