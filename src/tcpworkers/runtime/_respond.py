@@ -11,7 +11,7 @@ import http
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from tcpworkers.errors import ClientGone
 from tcpworkers.http._request import Request
@@ -44,6 +44,7 @@ class Responder:
     _bindings_life: Bindings
     _observers: tuple[RequestObserver, ...]
     _starters: tuple[Callable[[RequestScope], None], ...]
+    _in_flight: dict[asyncio.Task[Any], RequestScope | None]
     _watch: Watch
 
     def _handler_failed(

@@ -33,6 +33,8 @@ class AsgiServing(Responder):
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, label = run.exchange, run.ctx, run.label
+        if task is not None:
+            self._in_flight[task] = run.request_scope
         if self._starters:
             self._started(run)
         state = dict(scope.get("state") or {})

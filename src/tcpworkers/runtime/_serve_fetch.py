@@ -37,6 +37,8 @@ class FetchServing(Responder):
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, request_scope = run.exchange, run.ctx, run.request_scope
+        if task is not None:
+            self._in_flight[task] = run.request_scope
         if self._starters:
             self._started(run)
         inbound = run.inbound = Inbound(receive, on_disconnect=exchange.client_gone)

@@ -120,8 +120,10 @@ class RequestRecord(NamedTuple):
 class RequestObserver(Protocol):
     """Told about every finished request (logging, metrics). Must not raise or block.
 
-    An observer may also have ``request_started(scope)``: ``WorkerApp`` then calls it with the
-    request's ``RequestScope`` when each request starts (the metrics' open-sockets gauge).
+    An observer may also have ``watch_requests(source)``: ``WorkerApp`` then calls it once with
+    a function returning the ``RequestScope`` of every request in flight (the metrics'
+    open-sockets gauge). Else, if it has ``request_started(scope)``, ``WorkerApp`` calls that
+    with the request's ``RequestScope`` when each request starts.
     """
 
     def request_finished(self, record: RequestRecord) -> None: ...
