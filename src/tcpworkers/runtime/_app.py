@@ -39,7 +39,7 @@ leave it when their response is done; a request still there ``_PUMP_DELAY`` afte
 gets its pump started (if the handler is still running) and a deadline timer of its own. The
 deadline cancels the task as ``asyncio.timeout`` does and is told apart from other
 cancellations the same way (``Task.uncancel()``, ``Exchange.take_timeout_cancel``); fetch
-workers use this, ASGI-application workers still run under ``asyncio.timeout_at``.
+workers and ASGI-application workers both use this.
 
 Shutdown. A server that stops waiting for a request (uvicorn after ``shutdown_timeout``)
 cancels its task. The request then ends like any other (scope closed, record reported), with

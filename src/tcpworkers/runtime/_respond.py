@@ -26,7 +26,7 @@ from tcpworkers.runtime._settings import RequestObserver, RequestRecord, Runtime
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "Responder", "end_scope", "plain_response"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "Responder", "end_scope", "plain_response", "timed_out"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -186,6 +186,14 @@ def interrupted(timeout: BaseException) -> str:
     """Where the worker's code was when a timeout cancelled it: the cancellation that
     ``asyncio.timeout`` turned into ``TimeoutError`` carries the frames it unwound."""
     return describe_traceback((timeout.__cause__ or timeout).__traceback__)
+
+
+def timed_out(cancelled: asyncio.CancelledError) -> TimeoutError:
+    """The ``TimeoutError`` ``asyncio.timeout`` would raise: its cause carries the frames the
+    cancellation unwound (where the worker's code was, for the log)."""
+    error = TimeoutError()
+    error.__cause__ = cancelled
+    return error
 
 
 def plain_response(status: http.HTTPStatus, text: str) -> Response:

@@ -15,7 +15,7 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
-from tcpworkers.runtime._respond import Responder, end_scope, plain_response
+from tcpworkers.runtime._respond import Responder, end_scope, plain_response, timed_out
 from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
 from tcpworkers.scope._current import enter_scope, leave_scope
 
@@ -88,7 +88,7 @@ class FetchServing(Responder):
             if exchange.take_timeout_cancel(cancelling):
                 exchange.phase = Phase.DONE
                 watch.discard(run)
-                await self._wall_time_exceeded(exchange, _timed_out(exc), run.label)
+                await self._wall_time_exceeded(exchange, timed_out(exc), run.label)
             elif not exchange.take_disconnect_cancel():
                 raise
         except ClientGone:
@@ -158,11 +158,3 @@ class FetchServing(Responder):
             "Response.json(data)"
         )
         return self._handler_failed(exchange, error, label, request)
-
-
-def _timed_out(cancelled: asyncio.CancelledError) -> TimeoutError:
-    """The ``TimeoutError`` ``asyncio.timeout`` would raise: its cause carries the frames the
-    cancellation unwound (where the worker's code was, for the log)."""
-    error = TimeoutError()
-    error.__cause__ = cancelled
-    return error
