@@ -177,7 +177,7 @@ def test_levels_and_disable_are_honoured(
     [0.0, 1.5, 1764756000.0, 1764756000.0005, 1764756000.9994999, 1764756000.9995,
      1764756000.9999994, 1764756000.9999996, 1764756059.9999999, 1.0000005, 1.0000015,
      1.9999995, 1.9999985,
-     1767225599.9999997, 1764756000.123456],
+     1767225599.9999997, 1764756000.123456, -1.5, -0.0004, -0.9999996, -86400.25],
 )  # fmt: skip
 def test_iso_millis_is_datetimes_isoformat(created: float) -> None:
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")

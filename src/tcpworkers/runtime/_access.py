@@ -92,10 +92,11 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
 def format_access_line(record: RequestRecord) -> str:
     """The dev line: ``GET /path 200 12.3ms sockets=2 out=1.2kB in=3.4kB [error=Type]``."""
     stats = record.stats
-    # format_bytes() inlined for the usual case (no outbound bytes, or few): once per request.
-    out, in_ = stats.bytes_out, stats.bytes_in
+    # format_duration() and format_bytes() inlined for the usual cases: once per request.
+    out, in_, duration = stats.bytes_out, stats.bytes_in, record.duration
     line = (
-        f"{record.method} {record.path} {record.status} {format_duration(record.duration)} "
+        f"{record.method} {record.path} {record.status} "
+        f"{f'{duration * 1000:.1f}ms' if duration < 1 else format_duration(duration)} "
         f"sockets={stats.sockets_opened} "
         f"out={f'{out}B' if out < 1000 else format_bytes(out)} "
         f"in={f'{in_}B' if in_ < 1000 else format_bytes(in_)}"
@@ -231,18 +232,31 @@ def json_access_line(
             f'"level": {encode_basestring(level)}, "logger": {encode_basestring(logger)}, '
             '"message": '
         )
-    connect = stats.connect_seconds  # 0.0 unless the request connected: written directly
-    connect_ms = "0.0" if connect == 0.0 and _positive(connect) else json_millis(connect)
+    connect = stats.connect_seconds
+    opened, out, in_, denied = (
+        stats.sockets_opened,
+        stats.bytes_out,
+        stats.bytes_in,
+        stats.sockets_denied,
+    )
+    if opened or out or in_ or denied or connect != 0.0 or not _positive(connect):
+        outbound = (
+            f'"sockets": {opened}, "bytes_out": {out}, "bytes_in": {in_}, '
+            f'"connect_ms": {json_millis(connect)}, "egress_denied": {denied}'
+        )
+    else:  # a request that made no connection (most): those fields, formatted once
+        outbound = _NO_OUTBOUND
     return (
         f'{{"time": "{iso_millis(created)}", {head}{encode_basestring(message)}, '
         f'"method": {encode_basestring(method)}, "path": {encode_basestring(path)}, '
         f'"status": {record.status}, "duration_ms": {json_millis(record.duration)}, '
-        f'"sockets": {stats.sockets_opened}, "bytes_out": {stats.bytes_out}, '
-        f'"bytes_in": {stats.bytes_in}, '
-        f'"connect_ms": {connect_ms}, '
-        f'"egress_denied": {stats.sockets_denied}, '
-        f'"error": {"null" if error is None else encode_basestring(error)}}}'
+        f'{outbound}, "error": {"null" if error is None else encode_basestring(error)}}}'
     )
+
+
+_NO_OUTBOUND: Final = (
+    '"sockets": 0, "bytes_out": 0, "bytes_in": 0, "connect_ms": 0.0, "egress_denied": 0'
+)
 
 
 # The JSON text of the level and logger fields, by (level, logger): a handful of entries.
@@ -285,7 +299,7 @@ def iso_millis(created: float) -> str:
     The microseconds are rounded half-to-even first, as ``datetime.fromtimestamp`` does.
     """
     global _second
-    second = int(created // 1)
+    second = int(created) if created >= 0 else int(created // 1)  # the floor, cheaply
     micros = round((created - second) * 1e6)
     if micros >= 1_000_000:
         second += 1
@@ -294,4 +308,8 @@ def iso_millis(created: float) -> str:
     if cached[0] != second:
         cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
         _second = cached
-    return f"{cached[1]}.{micros // 1000:03d}+00:00"
+    return cached[1] + _MILLIS[micros // 1000]
+
+
+# ".000+00:00" to ".999+00:00": the end of every iso_millis() text, formatted once.
+_MILLIS: Final = tuple(f".{millis:03d}+00:00" for millis in range(1000))

@@ -67,10 +67,14 @@ class Responder:
     ) -> None:
         body = response._body
         headers = response.headers._raw()
-        data = body.data
-        if data is not None and _unframed(response):
-            headers.append((b"content-length", str(len(data)).encode()))
-        await exchange.start(response.status, headers)
+        data = body._data
+        if data is not None:
+            if _unframed(response):
+                headers.append((b"content-length", str(len(data)).encode()))
+            if not exchange.head:  # the usual response: both messages in one step
+                await exchange.whole(response._status, headers, data)
+                return
+        await exchange.start(response._status, headers)
         if data is not None or exchange.head:
             if data is None:
                 await _discard(body.stream)  # HEAD: the stream is never read

@@ -83,7 +83,14 @@ class FetchServing(Responder):
         watch = self._watch
         watch.add(run, loop, now)
         try:
-            await self._handle_and_send(request, run)
+            # The handler, then its response (one coroutine less than a method for this).
+            response = await self._call_handler(request, run.ctx, exchange, run.label)
+            if response is not None:  # None: the client left while the handler failed
+                exchange.phase = Phase.STREAMING
+                if response._origin is not None:
+                    response = await self._opened_origin(response, exchange, run.label)
+                await self._send_response(response, exchange, run.inbound)
+                exchange.phase = Phase.DONE
         except asyncio.CancelledError as exc:
             if exchange.take_timeout_cancel(cancelling):
                 exchange.phase = Phase.DONE
@@ -103,22 +110,16 @@ class FetchServing(Responder):
             # The handler swallowed our cancellation; the client is gone all the same.
             exchange.take_disconnect_cancel()
 
-    async def _handle_and_send(self, request: Request, run: RequestRun) -> None:
-        exchange, label = run.exchange, run.label
-        response = await self._call_handler(request, run.ctx, exchange, label)
-        if response is None:  # the client left while the handler failed
-            return
-        exchange.phase = Phase.STREAMING
-        if response._origin is not None:
-            # Response(sock.readable): no status line before the socket opened (a 502 if not).
-            exchange.origin = response._origin
-            failure = await open_failure(response._body.stream)
-            if failure is not None:
-                exchange.error = failure
-                dev = self.settings.mode == "dev"
-                response = bad_gateway(failure, label, response._origin, dev=dev)
-        await self._send_response(response, exchange, run.inbound)
-        exchange.phase = Phase.DONE
+    async def _opened_origin(self, response: Response, exchange: Exchange, label: str) -> Response:
+        """``Response(sock.readable)``: no status line before the socket opened (a 502 if it
+        does not)."""
+        origin = exchange.origin = response._origin
+        assert origin is not None
+        failure = await open_failure(response._body.stream)
+        if failure is None:
+            return response
+        exchange.error = failure
+        return bad_gateway(failure, label, origin, dev=self.settings.mode == "dev")
 
     def _stream_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
         # The response had started (errors before that became a 500 in _call_handler): all we
