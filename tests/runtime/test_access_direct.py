@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import pytest
 
 from tcpworkers.errors import EgressDeniedError
-from tcpworkers.runtime._access import AccessLog, iso_millis
+from tcpworkers.runtime._access import AccessLog, iso_millis, json_millis
 from tcpworkers.runtime._logging import (
     ACCESS_LOGGER,
     BatchingStreamHandler,
@@ -53,6 +54,9 @@ RECORDS = [
     _record("/deny", 500, error=EgressDeniedError("no"), sockets_denied=3, closed_at_end=1),
     _record("/key", 503, error=KeyError("k"), duration=0.0),
     _record("/hunter22/x", 200, method="hunter22"),
+    _record("/slow", 200, duration=12.0, connect_seconds=0.0004995),
+    _record("/odd", 200, duration=-0.0, connect_seconds=-0.0),
+    _record("/huge", 200, duration=2e7, connect_seconds=1e-7),
 ]
 
 
@@ -173,7 +177,7 @@ def test_levels_and_disable_are_honoured(
     [0.0, 1.5, 1764756000.0, 1764756000.0005, 1764756000.9994999, 1764756000.9995,
      1764756000.9999994, 1764756000.9999996, 1764756059.9999999, 1.0000005, 1.0000015,
      1.9999995, 1.9999985,
-     1767225599.9999997, 1764756000.123456],
+     1767225599.9999997, 1764756000.123456, -1.5, -0.0004, -0.9999996, -86400.25],
 )  # fmt: skip
 def test_iso_millis_is_datetimes_isoformat(created: float) -> None:
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
@@ -186,3 +190,24 @@ def test_iso_millis_over_many_timestamps() -> None:
         created = start + step * 0.0001234567
         expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
         assert iso_millis(created) == expected, created
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, -0.0, 1e-7, 4.9e-7, 5e-7, 5.1e-7, 0.0005, 0.0004995, 0.0123, 0.1, 1.0, 1.5, 12.345678,
+     999_999.9999994, 999_999.9999996, 1e6, 2e7, 1e12, 1e20, -1.5, float("inf"), float("nan")],
+)  # fmt: skip
+def test_json_millis_is_what_json_dumps_writes(seconds: float) -> None:
+    assert json_millis(seconds) == repr(round(seconds * 1000, 3))
+
+
+def test_json_millis_over_many_values() -> None:
+    value = 1e-7
+    while value < 2e6:  # every magnitude the shortcut takes, and past it
+        for seconds in (value, value * 1.0000001, value * 0.9999999, value + 5e-7):
+            assert json_millis(seconds) == repr(round(seconds * 1000, 3)), seconds
+        value *= 1.0137
+    rng = random.Random(7)
+    for _ in range(20_000):  # every digit pattern, around half-way points too
+        seconds = rng.uniform(0, 10) if rng.random() < 0.5 else rng.randrange(10**7) / 10**7
+        assert json_millis(seconds) == repr(round(seconds * 1000, 3)), seconds

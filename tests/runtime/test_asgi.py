@@ -4,9 +4,11 @@ apps without lifespan support, WebSockets, and the public names."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import MutableMapping
 from typing import Any
 
+import httpx
 import pytest
 
 import tcpworkers
@@ -67,6 +69,76 @@ async def test_an_asgi_app_gets_the_wall_time_limit() -> None:
     assert response.status_code == 504
     (record,) = await recorder.wait_for(1)
     assert isinstance(record.error, TimeoutError)
+
+
+async def deadline_asgi(scope: Message, receive: Any, send: Any) -> None:
+    """Routes that meet the wall-time deadline (or a TimeoutError of their own) differently."""
+    if scope["type"] != "http":
+        raise RuntimeError(f"no {scope['type']} here")
+    if scope["path"] == "/own-timeout":
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(30)
+    if scope["path"] == "/swallow":
+        # The app carries on after the deadline's cancellation, as under asyncio.timeout_at.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+    if scope["path"] == "/mid-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await asyncio.sleep(30)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/own-timeout", 500, TimeoutError),  # its own timeout, not the deadline
+        ("/swallow", 200, None),  # the deadline's cancellation swallowed: a normal response
+    ],
+)
+async def test_an_asgi_apps_own_timeouts_are_not_the_deadline(
+    path: str, status: int, error: type[BaseException] | None
+) -> None:
+    recorder = Recorder()
+    settings = RuntimeSettings(limits=Limits(wall_time=0.3))
+    async with serve_worker(deadline_asgi, settings, observers=[recorder]) as server:
+        response = await server.client.get(path)
+    assert response.status_code == status
+    (record,) = await recorder.wait_for(1)
+    assert record.status == status
+    assert (type(record.error) if record.error else None) is error
+
+
+async def test_an_asgi_app_over_its_wall_time_mid_stream_is_aborted() -> None:
+    recorder = Recorder()
+    settings = RuntimeSettings(limits=Limits(wall_time=0.2))
+    async with serve_worker(deadline_asgi, settings, observers=[recorder]) as server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await server.client.get("/mid-stream")
+    (record,) = await recorder.wait_for(1)
+    assert isinstance(record.error, TimeoutError)
+
+
+async def test_the_servers_cancellation_of_an_asgi_request_is_not_a_504() -> None:
+    started = asyncio.Event()
+
+    async def slow(scope: Message, receive: Any, send: Any) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    app = WorkerApp(Worker.from_object(slow), RuntimeSettings(limits=Limits(wall_time=5.0)))
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.ensure_future(app(scope, asyncio.Event().wait, send))
+    await started.wait()
+    task.cancel()  # the server's shutdown
+    await task  # ends the request, not re-raised
+    assert sent[0]["status"] == 503  # "the server is shutting down", not 504
 
 
 async def test_a_handler_raising_its_own_cancelled_error_is_a_500() -> None:

@@ -129,6 +129,23 @@ async def test_a_head_of_exactly_64_kib_is_served(port: int) -> None:
     await raw.close()
 
 
+async def test_a_malformed_request_is_answered_400(port: int) -> None:
+    raw = await Raw.open(port)
+    await raw.send(b"GET / HTTP/1.1\r\nHost test\r\n\r\n")  # a header line without a colon
+    status, _, _ = await raw.response()
+    assert status == 400
+    await raw.close()
+
+
+async def test_an_unsupported_upgrade_is_served_as_a_plain_request(port: int) -> None:
+    # As uvicorn does: a fetch worker has no WebSocket, so "Upgrade" is ignored with a warning.
+    raw = await Raw.open(port)
+    await raw.send(get(headers=[("Connection", "Upgrade"), ("Upgrade", "h2c")]))
+    status, _, body = await raw.response()
+    assert (status, body) == (200, b"hello 0")
+    await raw.close()
+
+
 async def test_a_long_request_line_counts_too(port: int) -> None:
     raw = await Raw.open(port)
     await raw.send(get("/" + "x" * (64 * KIB)))

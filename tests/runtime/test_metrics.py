@@ -304,3 +304,43 @@ async def test_a_worker_apps_sockets_count_in_the_gauge_before_it_responds() -> 
     assert sent[0]["status"] == 200
     assert seen == [1, 0]
     assert metrics.sockets_opened == 1
+
+
+def test_a_request_record_is_immutable() -> None:
+    finished = record()
+    with pytest.raises(AttributeError):
+        finished.status = 500  # type: ignore[misc]
+    assert finished.status == 200
+
+
+async def test_a_worker_app_shows_watchers_its_requests_and_tells_starters() -> None:
+    from tcpworkers import Request, Response
+    from tcpworkers.runtime import ExecutionContext, RuntimeSettings, Worker, WorkerApp
+
+    class Starter:
+        def __init__(self) -> None:
+            self.started: list[RequestScope] = []
+
+        def request_started(self, scope: RequestScope) -> None:
+            self.started.append(scope)
+
+        def request_finished(self, record: RequestRecord) -> None:
+            pass
+
+    metrics, starter = Metrics(), Starter()
+    in_flight: list[int] = []
+
+    async def fetch(request: Request, env: object, ctx: ExecutionContext) -> Response:
+        in_flight.append(len(metrics._sources[0]()))
+        return Response("ok")
+
+    app = WorkerApp(
+        Worker.from_object(fetch, name="w"), RuntimeSettings(), observers=[metrics, starter]
+    )
+    assert len(metrics._sources) == 1  # shown once, not told per request
+    await call(app, http("GET", "/"))
+    await call(app, http("GET", "/"))
+    assert in_flight == [1, 1]
+    assert metrics._sources[0]() == []  # both requests ended
+    assert len(starter.started) == 2
+    assert all(scope.closed for scope in starter.started)

@@ -95,6 +95,22 @@ async def test_body_can_be_consumed_once() -> None:
         await r2.json()
 
 
+async def test_a_served_requests_body_can_be_consumed_once() -> None:
+    # The runtime's requests make their body on first use: the same rules apply.
+    scope = {"method": "POST", "path": "/", "headers": [(b"host", b"h")], "query_string": b""}
+    r = Request._from_asgi(scope, chunks(b"a", b"b"))
+    assert not r.body_used
+    assert await r.bytes() == b"ab"
+    assert r.body_used
+    with pytest.raises(BodyUsedError, match="already read"):
+        aiter(r)
+    streamed = Request._from_asgi(scope, chunks(b"c"))
+    assert [c async for c in streamed] == [b"c"]
+    assert streamed.body_used
+    with pytest.raises(BodyUsedError):
+        await streamed.text()
+
+
 async def test_body_size_limit() -> None:
     big = Request("http://h/", method="POST", body=chunks(b"x" * 600, b"x" * 600))
     with pytest.raises(BodyTooLargeError, match="max_size=1000") as info:

@@ -49,7 +49,7 @@ class Request:
         method: the HTTP method, e.g. ``"GET"``.
     """
 
-    __slots__ = ("_body", "_headers", "_path", "_query", "_scope", "_url", "method")
+    __slots__ = ("_body", "_headers", "_path", "_query", "_scope", "_stream", "_url", "method")
 
     def __init__(
         self,
@@ -74,6 +74,8 @@ class Request:
         self._scope: Mapping[str, Any] | None = None
         self._path: str = unquote(parts.path) or "/"
         self._query: str = parts.query
+        self._stream: AsyncIterable[bytes] | None = None
+        self._body: Body | None
         self._body, is_text = Body.of(body, what="request")
         if method in _NO_BODY_METHODS and (body is not None):
             raise ValueError(f"a {method} request cannot have a body")
@@ -83,7 +85,8 @@ class Request:
     @classmethod
     def _from_asgi(cls, scope: Mapping[str, Any], body: AsyncIterable[bytes]) -> Request:
         """Internal: the request of an ASGI HTTP ``scope``, its body streaming from ``body``."""
-        # The URL and the headers are built on first use: many handlers never look at them.
+        # The URL, the headers and the body are built on first use: many handlers never look
+        # at them.
         request = cls.__new__(cls)
         request._scope = scope
         request._url = None
@@ -91,7 +94,8 @@ class Request:
         request.method = scope["method"]
         request._path = scope["path"]
         request._query = scope.get("query_string", b"").decode("latin-1")
-        request._body = Body(None, body, what="request")
+        request._body = None
+        request._stream = body
         return request
 
     @property
@@ -143,7 +147,7 @@ class Request:
     @property
     def body_used(self) -> bool:
         """True once the body was read (or started to be streamed)."""
-        return self._body.used
+        return self._body is not None and self._body.used
 
     async def bytes(self, *, max_size: int = DEFAULT_MAX_BODY_SIZE) -> builtins.bytes:
         """Read the whole body.
@@ -167,7 +171,7 @@ class Request:
                 "larger max_size",
                 max_size,
             )
-        return await self._body.read_all(max_size)
+        return await self._the_body().read_all(max_size)
 
     async def text(self, *, max_size: int = DEFAULT_MAX_BODY_SIZE) -> str:
         """Read the whole body as text, in the ``Content-Type`` charset (default UTF-8).
@@ -187,10 +191,17 @@ class Request:
 
     def __aiter__(self) -> AsyncIterator[builtins.bytes]:
         """Stream the body, chunk by chunk, without a size limit (consumes it)."""
-        return self._body.take()
+        return self._the_body().take()
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
+
+    def _the_body(self) -> Body:
+        body = self._body
+        if body is None:
+            assert self._stream is not None
+            body = self._body = Body(None, self._stream, what="request")
+        return body
 
 
 def _check_method(method: object) -> str:

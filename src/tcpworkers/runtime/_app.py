@@ -39,7 +39,7 @@ leave it when their response is done; a request still there ``_PUMP_DELAY`` afte
 gets its pump started (if the handler is still running) and a deadline timer of its own. The
 deadline cancels the task as ``asyncio.timeout`` does and is told apart from other
 cancellations the same way (``Task.uncancel()``, ``Exchange.take_timeout_cancel``); fetch
-workers use this, ASGI-application workers still run under ``asyncio.timeout_at``.
+workers and ASGI-application workers both use this.
 
 Shutdown. A server that stops waiting for a request (uvicorn after ``shutdown_timeout``)
 cancels its task. The request then ends like any other (scope closed, record reported), with
@@ -76,6 +76,7 @@ from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
 from tcpworkers.runtime._socket_body import install_log_filter
 from tcpworkers.runtime._worker import Worker
+from tcpworkers.scope import RequestScope
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
 
@@ -128,31 +129,40 @@ class WorkerApp(FetchServing, AsgiServing):
         self.env = Env(settings.vars, settings.secrets, bindings)
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
-        # Observers that want to know when a request starts (metrics: its open sockets).
-        self._starters = tuple(
-            start for o in self._observers if (start := getattr(o, "request_started", None))
-        )
-        self._in_flight: set[asyncio.Task[Any]] = set()  # HTTP requests being served
+        # HTTP requests being served, and each one's scope once it has one.
+        self._in_flight: dict[asyncio.Task[Any], RequestScope | None] = {}
+        # Observers that want the requests in flight (metrics: their open sockets) are shown
+        # them once; others that want to know when a request starts are told per request.
+        starters = []
+        for observer in self._observers:
+            if (watch := getattr(observer, "watch_requests", None)) is not None:
+                watch(self._scopes_in_flight)
+            elif (start := getattr(observer, "request_started", None)) is not None:
+                starters.append(start)
+        self._starters = tuple(starters)
         self._watch = Watch(settings.limits.wall_time)  # one timer for all requests
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
-    # Read by MetricsEndpoint: this app tells its observers when each request starts, so the
-    # middleware need not watch every response start for it.
+    # Read by MetricsEndpoint: this app shows its observers each request from its start, so
+    # the middleware need not watch every response start for it.
     reports_request_start: Final = True
+
+    def _scopes_in_flight(self) -> list[RequestScope]:
+        return [scope for scope in self._in_flight.values() if scope is not None]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             task = asyncio.current_task()
             assert task is not None
-            self._in_flight.add(task)
+            self._in_flight[task] = None
             try:
                 if self.worker.kind == "asgi":
                     await self._serve_asgi(scope, receive, send, task)
                 else:
                     await self._serve_fetch(scope, receive, send, task)
             finally:
-                self._in_flight.discard(task)
+                self._in_flight.pop(task, None)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":

@@ -143,6 +143,18 @@ class Exchange:
         except OSError as exc:
             raise ClientGone from exc
 
+    async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """``start`` and the only ``body``, as one step (most responses are bytes)."""
+        self.status = status
+        self.started = True
+        send = self._send
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        except OSError as exc:
+            raise ClientGone from exc
+        self.complete = True
+
     async def body(self, chunk: bytes, *, more: bool) -> None:
         try:
             await self._send({"type": "http.response.body", "body": chunk, "more_body": more})

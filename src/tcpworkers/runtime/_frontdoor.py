@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from typing import Any, Final, cast
+from typing import Any, Final, cast, final
 
 import httptools
 from uvicorn.config import Config
@@ -81,6 +81,7 @@ def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} bytes"
 
 
+@final
 class FrontDoorProtocol(HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` with the front door's bounds (see the module docstring).
 
@@ -140,8 +141,11 @@ class FrontDoorProtocol(HttpToolsProtocol):
                 piece, data = data, b""
             self._head_restarted = False
             was_in_head = self._in_head
-            if not self._feed(piece):
-                return
+            try:  # parsing a piece: inline, as it runs for every request
+                self.parser.feed_data(piece)
+            except _PARSER_ERRORS as exc:
+                if not self._feed_failed(exc):
+                    return
             if self._in_head and was_in_head and not self._head_restarted:
                 self._head_bytes += len(piece)
                 if self._head_bytes >= limit:
@@ -154,26 +158,25 @@ class FrontDoorProtocol(HttpToolsProtocol):
         if self._head_begun and self._head_timer is None:
             self._arm_head_timer()
 
-    def _feed(self, piece: bytes) -> bool:
-        """Parse ``piece``; False when the connection is being closed or handed over."""
-        try:
-            self.parser.feed_data(piece)
-        except httptools.HttpParserCallbackError as exc:
+    def _feed_failed(self, exc: Exception) -> bool:
+        """The parser raised ``exc`` on a piece: False when the connection is being closed or
+        handed over, True to go on."""
+        if isinstance(exc, httptools.HttpParserCallbackError):
             refused = exc.__context__
             if isinstance(refused, _HeadRefused):
                 self._refuse(refused.status, _REASONS[refused.status], refused.reason)
                 return False
             self._bad_request()
             return False
-        except httptools.HttpParserError:
+        if isinstance(exc, httptools.HttpParserError):
             self._bad_request()
             return False
-        except httptools.HttpParserUpgrade:
-            # As uvicorn does: hand over to the WebSocket protocol, or warn and carry on.
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-                return False
-            self._unsupported_upgrade_warning()
+        # HttpParserUpgrade. As uvicorn does: hand over to the WebSocket protocol, or warn
+        # and carry on.
+        if self._should_upgrade():
+            self.handle_websocket_upgrade()
+            return False
+        self._unsupported_upgrade_warning()
         return True
 
     def _bad_request(self) -> None:
@@ -183,8 +186,12 @@ class FrontDoorProtocol(HttpToolsProtocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    # The three callbacks below run for every request: they call uvicorn's directly, as
+    # super() would resolve them (FrontDoorProtocol is not subclassed), without building a
+    # super object each time.
+
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._head_begun = True
 
     def on_headers_complete(self) -> None:
@@ -198,13 +205,11 @@ class FrontDoorProtocol(HttpToolsProtocol):
             raise _HeadRefused(
                 431, f"more than {self._limits.max_headers} headers (limits.max_headers)"
             )
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._start_head()
-
-    def _start_head(self) -> None:
+        HttpToolsProtocol.on_message_complete(self)
+        # The next request's head starts (in the piece being parsed, if pipelined).
         self._in_head = True
         self._head_bytes = 0
         self._head_restarted = True
@@ -296,6 +301,8 @@ class FrontDoorProtocol(HttpToolsProtocol):
 
 
 _REASONS: Final = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+# What the parser raises (HttpParserCallbackError is an HttpParserError): see _feed_failed().
+_PARSER_ERRORS: Final = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 def front_door(limits: Limits) -> type[asyncio.Protocol]:

@@ -10,8 +10,8 @@ from typing import Any
 from tcpworkers.errors import ClientGone
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
-from tcpworkers.runtime._exchange import Exchange, RequestRun
-from tcpworkers.runtime._respond import Responder, end_scope
+from tcpworkers.runtime._exchange import Exchange, Phase, RequestRun
+from tcpworkers.runtime._respond import Responder, end_scope, timed_out
 from tcpworkers.scope import RequestScope, use_scope
 
 __all__ = ["AsgiServing"]
@@ -27,12 +27,15 @@ class AsgiServing(Responder):
     ) -> None:
         app = self.worker.asgi_app
         assert app is not None
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         settings = self.settings
         run = RequestRun.begin(
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, label = run.exchange, run.ctx, run.label
+        if task is not None:
+            self._in_flight[task] = run.request_scope
         if self._starters:
             self._started(run)
         state = dict(scope.get("state") or {})
@@ -58,17 +61,10 @@ class AsgiServing(Responder):
         with use_scope(run.request_scope):
             responded = False
             try:
-                timeout = asyncio.timeout_at(run.deadline)
                 try:
                     if not self._bindings_life.ready:
                         await self._bindings_life.ensure_started()
-                    async with timeout:
-                        await app(inner_scope, tracked_receive, tracked_send)
-                except TimeoutError as exc:
-                    if not timeout.expired():
-                        await self._asgi_failed(exchange, exc, label)
-                    else:
-                        await self._wall_time_exceeded(exchange, exc, label)
+                    await self._call_app(app, inner_scope, tracked_receive, tracked_send, run, loop)
                 except OSError as exc:
                     if not exchange.disconnected:  # else: the client left, nothing to report
                         await self._asgi_failed(exchange, exc, label)
@@ -82,6 +78,37 @@ class AsgiServing(Responder):
             finally:
                 await end_scope(ctx, run.request_scope)
                 self._report(run)
+
+    async def _call_app(
+        self,
+        app: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        run: RequestRun,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """The application, under the wall-time deadline as ``asyncio.timeout_at`` would run
+        it, for less: the app's ``Watch`` arms the deadline only for a request still running
+        after ``_PUMP_DELAY`` (see "Timers" in ``_app.py``). The deadline's expiry becomes a
+        504 (or an aborted response) here; the app's own errors go to the caller."""
+        exchange = run.exchange
+        task = exchange.task
+        cancelling = task.cancelling() if task is not None else 0
+        watch = self._watch
+        watch.add(run, loop, loop.time())
+        try:
+            await app(scope, receive, send)
+        except asyncio.CancelledError as exc:
+            if not exchange.take_timeout_cancel(cancelling):
+                raise  # not the deadline's: the server's (see "Shutdown" in _app.py)
+            exchange.phase = Phase.DONE
+            watch.discard(run)
+            await self._wall_time_exceeded(exchange, timed_out(exc), run.label)
+        finally:
+            exchange.phase = Phase.DONE
+            watch.discard(run)
+            exchange.disarm()
 
     async def _asgi_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
         # Logged here and not re-raised: the server would log it a second time. Starlette's

@@ -13,9 +13,8 @@ from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, Client
 from tcpworkers.http._request import Request
 from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
-from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
-from tcpworkers.runtime._respond import Responder, end_scope, plain_response
+from tcpworkers.runtime._respond import Responder, end_scope, plain_response, timed_out
 from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
 from tcpworkers.scope._current import enter_scope, leave_scope
 
@@ -37,6 +36,8 @@ class FetchServing(Responder):
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, request_scope = run.exchange, run.ctx, run.request_scope
+        if task is not None:
+            self._in_flight[task] = run.request_scope
         if self._starters:
             self._started(run)
         inbound = run.inbound = Inbound(receive, on_disconnect=exchange.client_gone)
@@ -80,19 +81,42 @@ class FetchServing(Responder):
         cancelling = task.cancelling() if task is not None else 0
         watch = self._watch
         watch.add(run, loop, now)
+        label = run.label
+        response: Response | None
         try:
-            await self._handle_and_send(request, run)
+            # The handler, then its response, in this one coroutine: every time the handler
+            # waits for I/O, its resumption passes through each coroutine between it and the
+            # task, so the runtime keeps that chain short.
+            try:
+                if not self._bindings_life.ready:
+                    await self._bindings_life.ensure_started()
+                result = await self.worker._handle(request, self.env, run.ctx)
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being cancelled (client gone, wall time, server shutdown)
+                response = self._handler_failed(exchange, exc, label, request)  # its own
+            except Exception as exc:
+                response = self._handler_error(request, exchange, exc, label)
+            else:
+                response = self._handler_result(request, exchange, result, label)
+            if response is not None:  # None: the client left while the handler failed
+                exchange.phase = Phase.STREAMING
+                if response._origin is not None:
+                    response = await self._opened_origin(response, exchange, label)
+                await self._send_response(response, exchange, run.inbound)
+                exchange.phase = Phase.DONE
         except asyncio.CancelledError as exc:
             if exchange.take_timeout_cancel(cancelling):
                 exchange.phase = Phase.DONE
                 watch.discard(run)
-                await self._wall_time_exceeded(exchange, _timed_out(exc), run.label)
+                await self._wall_time_exceeded(exchange, timed_out(exc), label)
             elif not exchange.take_disconnect_cancel():
                 raise
         except ClientGone:
             exchange.disconnected = True
         except Exception as exc:  # a TimeoutError here is the worker's own, not the deadline's
-            self._stream_failed(exchange, exc, run.label)
+            self._stream_failed(exchange, exc, label)
         finally:
             exchange.phase = Phase.DONE
             watch.discard(run)
@@ -101,22 +125,16 @@ class FetchServing(Responder):
             # The handler swallowed our cancellation; the client is gone all the same.
             exchange.take_disconnect_cancel()
 
-    async def _handle_and_send(self, request: Request, run: RequestRun) -> None:
-        exchange, label = run.exchange, run.label
-        response = await self._call_handler(request, run.ctx, exchange, label)
-        if response is None:  # the client left while the handler failed
-            return
-        exchange.phase = Phase.STREAMING
-        if response._origin is not None:
-            # Response(sock.readable): no status line before the socket opened (a 502 if not).
-            exchange.origin = response._origin
-            failure = await open_failure(response._body.stream)
-            if failure is not None:
-                exchange.error = failure
-                dev = self.settings.mode == "dev"
-                response = bad_gateway(failure, label, response._origin, dev=dev)
-        await self._send_response(response, exchange, run.inbound)
-        exchange.phase = Phase.DONE
+    async def _opened_origin(self, response: Response, exchange: Exchange, label: str) -> Response:
+        """``Response(sock.readable)``: no status line before the socket opened (a 502 if it
+        does not)."""
+        origin = exchange.origin = response._origin
+        assert origin is not None
+        failure = await open_failure(response._body.stream)
+        if failure is None:
+            return response
+        exchange.error = failure
+        return bad_gateway(failure, label, origin, dev=self.settings.mode == "dev")
 
     def _stream_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
         # The response had started (errors before that became a 500 in _call_handler): all we
@@ -126,28 +144,23 @@ class FetchServing(Responder):
             return
         logger.error("%s: the response body failed while being sent; aborted", label, exc_info=exc)
 
-    async def _call_handler(
-        self, request: Request, ctx: ExecutionContext, exchange: Exchange, label: str
+    def _handler_error(
+        self, request: Request, exchange: Exchange, exc: Exception, label: str
     ) -> Response | None:
-        """Run the handler; any failure becomes an error response (or None: client gone)."""
-        try:
-            if not self._bindings_life.ready:
-                await self._bindings_life.ensure_started()
-            result = await self.worker._handle(request, self.env, ctx)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled (client gone, wall time, server shutdown)
-            return self._handler_failed(exchange, exc, label, request)  # its own CancelledError
-        except BodyTooLargeError as exc:
+        """The response to a handler's exception (None: the client is gone)."""
+        if isinstance(exc, BodyTooLargeError):
             exchange.error = exc
             logger.info("%s: %s", label, exc)
             return plain_response(http.HTTPStatus(BodyTooLargeError.status), str(exc))
-        except Exception as exc:
-            if isinstance(exc, ClientDisconnectedError):
-                exchange.disconnected = True
-                return None
-            return self._handler_failed(exchange, exc, label, request)
+        if isinstance(exc, ClientDisconnectedError):
+            exchange.disconnected = True
+            return None
+        return self._handler_failed(exchange, exc, label, request)
+
+    def _handler_result(
+        self, request: Request, exchange: Exchange, result: object, label: str
+    ) -> Response:
+        """The handler's response, or a 500 when it returned something else."""
         if isinstance(result, Response):
             return result
         error = TypeError(
@@ -156,11 +169,3 @@ class FetchServing(Responder):
             "Response.json(data)"
         )
         return self._handler_failed(exchange, error, label, request)
-
-
-def _timed_out(cancelled: asyncio.CancelledError) -> TimeoutError:
-    """The ``TimeoutError`` ``asyncio.timeout`` would raise: its cause carries the frames the
-    cancellation unwound (where the worker's code was, for the log)."""
-    error = TimeoutError()
-    error.__cause__ = cancelled
-    return error
