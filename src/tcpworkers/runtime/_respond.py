@@ -131,7 +131,10 @@ class Responder:
                 exchange, http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down"
             )
 
-    def _started(self, run: RequestRun) -> None:
+    def _started(self, run: RequestRun, task: asyncio.Task[Any] | None) -> None:
+        """A request began: count it in flight, and tell the observers that want to know."""
+        if task is not None:
+            self._in_flight[task] = run.request_scope
         for start in self._starters:
             try:
                 start(run.request_scope)

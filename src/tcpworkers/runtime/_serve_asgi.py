@@ -34,10 +34,7 @@ class AsgiServing(Responder):
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, label = run.exchange, run.ctx, run.label
-        if task is not None:
-            self._in_flight[task] = run.request_scope
-        if self._starters:
-            self._started(run)
+        self._started(run, task)
         state = dict(scope.get("state") or {})
         state["env"] = self.env
         state["ctx"] = ctx

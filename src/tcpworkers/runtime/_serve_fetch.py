@@ -36,10 +36,7 @@ class FetchServing(Responder):
             scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
         )
         exchange, ctx, request_scope = run.exchange, run.ctx, run.request_scope
-        if task is not None:
-            self._in_flight[task] = run.request_scope
-        if self._starters:
-            self._started(run)
+        self._started(run, task)
         inbound = run.inbound = Inbound(receive, on_disconnect=exchange.client_gone)
         run.headers = scope["headers"]
         token = enter_scope(request_scope)
