@@ -89,27 +89,20 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
     }
 
 
+_NO_OUTBOUND_TEXT: Final = "sockets=0 out=0B in=0B"
+
+
 def format_access_line(record: RequestRecord) -> str:
     """The dev line: ``GET /path 200 12.3ms sockets=2 out=1.2kB in=3.4kB [error=Type]``."""
     stats = record.stats
-    # format_duration() and format_bytes() inlined for the usual cases, and the outbound part
-    # of a request that made no connection (most) a constant: this runs once per request.
-    opened, out, in_, duration = (
-        stats.sockets_opened,
-        stats.bytes_out,
-        stats.bytes_in,
-        record.duration,
-    )
+    opened, out, in_ = stats.sockets_opened, stats.bytes_out, stats.bytes_in
     if opened or out or in_:
-        outbound = (
-            f"sockets={opened} out={f'{out}B' if out < 1000 else format_bytes(out)} "
-            f"in={f'{in_}B' if in_ < 1000 else format_bytes(in_)}"
-        )
-    else:
-        outbound = "sockets=0 out=0B in=0B"
+        outbound = f"sockets={opened} out={format_bytes(out)} in={format_bytes(in_)}"
+    else:  # a request that made no connection (most): that part formatted once
+        outbound = _NO_OUTBOUND_TEXT
     line = (
         f"{record.method} {record.path} {record.status} "
-        f"{f'{duration * 1000:.1f}ms' if duration < 1 else format_duration(duration)} {outbound}"
+        f"{format_duration(record.duration)} {outbound}"
     )
     if stats.sockets_denied:
         line += f" denied={stats.sockets_denied}"
