@@ -312,7 +312,7 @@ class PostgresBinding:
             )
         loop = asyncio.get_running_loop()
         protocol = protocol_factory()
-        transport, end = open_pipe(loop, protocol, self._path[1] if self._path else "")
+        transport, end = open_pipe(loop, protocol, self.socket_path)
         # Served in the runtime's context, not the request's: the pool's server connections
         # are not the request's (its policy, its socket limit).
         task = loop.create_task(self._serve(end, end, None), context=self._context.copy())
