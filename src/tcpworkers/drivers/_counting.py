@@ -50,13 +50,8 @@ def unwrap_protocol(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         protocol = app
 
 
-class _PassThrough:
-    """A transport method of the wrapper that only calls the loop transport's method.
-
-    A non-data descriptor: the first lookup on a wrapper stores the loop transport's bound method
-    in the wrapper's ``__dict__``, which later lookups find first, so later calls go straight
-    to the loop's transport (a C method under uvloop) without a Python frame of ours.
-    """
+class _Forward:
+    """A loop transport's attribute that is a value, not a method: read through every time."""
 
     __slots__ = ("_name",)
 
@@ -66,8 +61,23 @@ class _PassThrough:
     def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
         if wrapper is None:
             return self
-        bound = getattr(wrapper._transport, self._name)
-        wrapper.__dict__[self._name] = bound
+        return getattr(wrapper._transport, self._name)
+
+
+class _PassThrough(_Forward):
+    """A transport method of the wrapper that only calls the loop transport's method.
+
+    A non-data descriptor: the first lookup on a wrapper stores the loop transport's bound method
+    in the wrapper's ``__dict__``, which later lookups find first, so later calls go straight
+    to the loop's transport (a C method under uvloop) without a Python frame of ours.
+    """
+
+    __slots__ = ()
+
+    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
+        if wrapper is None:
+            return self
+        bound = wrapper.__dict__[self._name] = getattr(wrapper._transport, self._name)
         return bound
 
 
@@ -145,20 +155,6 @@ class _ForwardingTransport(CountedTransport):
         if name == "_sock":  # the stdlib transport's own socket: as get_extra_info("socket")
             self._conn.note_socket(value)
         return value
-
-
-class _Forward:
-    """A loop transport's attribute that is a value, not a method: read through every time."""
-
-    __slots__ = ("_name",)
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
-        if wrapper is None:
-            return self
-        return getattr(wrapper._transport, self._name)
 
 
 # Per loop transport class, the class of its views (see counted_transport).
