@@ -17,6 +17,12 @@ run, interleaved round by round (A B C, then C B A):
    the request scope, the gate, the response sent back through ASGI ``send``. The HTTP front
    door (uvicorn, httptools) is not included: ``bench_http.py`` measures it, and it costs the
    same whatever the handler does.
+4. ``minimal``: a reference, not a target. The least an in-process gate and a bare ASGI
+   application can add (``_minimal_gate.py``): a loop subclass that decides each connection by
+   one set lookup, counts its bytes through a protocol proxy and a transport view and aborts
+   what is left open at request end, under the same ASGI call as ``runtime``. The gap between
+   ``runtime`` and ``minimal`` is what the runtime itself does beyond that (slots, limits,
+   DNS and the policy's classes, the Request/Response API, deadlines, metrics, error paths).
 
 Drivers and servers (the machine's services, as in the tests): asyncpg (PostgreSQL,
 127.0.0.1:5432, ``SELECT 1``), asyncmy and aiomysql (MariaDB, 127.0.0.1:3306, root, ``SELECT 1``),
@@ -60,12 +66,13 @@ from _common import (
     write_json,
 )
 from _http_peer import HttpPeer
+from _minimal_gate import minimal_app, minimal_loop_factory
 from tcpworkers.drivers import gated_loop_factory
 from tcpworkers.scope import request_scope
 
 TARGET: Final = 0.10
 WARMUP: Final = 20
-VARIANTS: Final = ("plain", "scope", "runtime")
+VARIANTS: Final = ("plain", "scope", "runtime", "minimal")
 PG_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
 MYSQL: Final = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "db": "test"}
 
@@ -219,7 +226,7 @@ async def measure(
                 await request()
 
     else:
-        app = runtime_app(request)
+        app = runtime_app(request) if variant == "runtime" else minimal_app(request)
 
         async def one() -> None:
             await call_app(app)
@@ -246,11 +253,12 @@ def run_variant(
     cleanup: Callable[[], Awaitable[None]],
     count: int,
 ) -> tuple[list[float], float]:
-    factory = (
-        loop_factory(loop)
-        if variant == "plain"
-        else gated_loop_factory(prefer_uvloop=loop == "uvloop")
-    )
+    if variant == "plain":
+        factory = loop_factory(loop)
+    elif variant == "minimal":
+        factory = minimal_loop_factory(prefer_uvloop=loop == "uvloop")
+    else:
+        factory = gated_loop_factory(prefer_uvloop=loop == "uvloop")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(measure(variant, request, cleanup, count))
 
