@@ -5,7 +5,12 @@ A measurement, not a test: it prints a table and writes JSON, and exits 0 whatev
 
 Per driver, one *request* is: open a new connection, run one query (or one command, or one GET),
 close the connection; requests run one after another. Variants, all in this process, in the same
-run, interleaved round by round (A B C, then C B A):
+run, each on its own event loop. Within a round the variants take turns: each warms up, then
+runs ``BLOCK`` (10) requests, then the next variant does (A B C D, then D C B A, ...), so a change
+in the machine's state during a round (another process waking, CPU placement, a server's
+housekeeping) reaches every variant alike instead of one variant's whole round. Within a turn
+requests follow each other as in a real program (what one request leaves to the loop, such as
+completing a close, runs during the next one):
 
 1. ``plain``: the driver on a plain event loop (uvloop, or the stdlib loop with
    ``--loop asyncio``), no tcpworkers at all. The baseline.
@@ -72,6 +77,7 @@ from tcpworkers.scope import request_scope
 
 TARGET: Final = 0.10
 WARMUP: Final = 20
+BLOCK: Final = 10  # requests a variant runs before the next variant's turn
 VARIANTS: Final = ("plain", "scope", "runtime", "minimal")
 PG_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
 MYSQL: Final = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "db": "test"}
@@ -209,58 +215,94 @@ async def call_app(app: Any) -> None:
         raise RuntimeError(f"the worker answered {sent}")
 
 
-async def measure(
-    variant: str, request: Request, cleanup: Callable[[], Awaitable[None]], count: int
-) -> tuple[list[float], float]:
-    """Latencies (seconds) of ``count`` requests after a warm-up, and this process's CPU time
-    per request (seconds)."""
-    if variant == "plain":
+class VariantRun:
+    """One variant's event loop and driver clients for one round, run a block at a time, so that
+    the variants of a round take turns every ``BLOCK`` requests (see the module docstring)."""
 
-        async def one() -> None:
-            await request()
+    def __init__(self, loop: LoopName, variant: str, driver: str, http_url: str) -> None:
+        self._runner = asyncio.Runner(loop_factory=variant_loop_factory(loop, variant))
+        # Per variant: a client session belongs to the loop it was made on.
+        requests, self._cleanup = make_requests(http_url)
+        self._one = self._runner.run(_one_request(variant, requests[driver]))
+        self.latencies: list[float] = []
+        self.cpu = 0.0  # this process's CPU time over the recorded requests (seconds)
 
-    elif variant == "scope":
+    def block(self, count: int, *, record: bool = True) -> None:
+        self._runner.run(self._block(count, record))
 
-        async def one() -> None:
-            async with request_scope():
-                await request()
-
-    else:
-        app = runtime_app(request) if variant == "runtime" else minimal_app(request)
-
-        async def one() -> None:
-            await call_app(app)
-
-    for _ in range(WARMUP):
-        await one()
-    latencies = []
-    cpu_started = time.process_time()
-    try:
+    async def _block(self, count: int, record: bool) -> None:
+        one = self._one
+        latencies = []
+        cpu_started = time.process_time()
         for _ in range(count):
             started = time.perf_counter()
             await one()
             latencies.append(time.perf_counter() - started)
-        cpu = (time.process_time() - cpu_started) / count
-    finally:
-        await cleanup()
-    return latencies, cpu
+        if record:
+            self.cpu += time.process_time() - cpu_started
+            self.latencies += latencies
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._cleanup())
+        finally:
+            self._runner.close()
 
 
-def run_variant(
-    loop: LoopName,
-    variant: str,
-    request: Request,
-    cleanup: Callable[[], Awaitable[None]],
-    count: int,
-) -> tuple[list[float], float]:
+async def _one_request(variant: str, request: Request) -> Request:
+    """One request of ``variant`` (made on the variant's running loop)."""
     if variant == "plain":
-        factory = loop_factory(loop)
-    elif variant == "minimal":
-        factory = minimal_loop_factory(prefer_uvloop=loop == "uvloop")
-    else:
-        factory = gated_loop_factory(prefer_uvloop=loop == "uvloop")
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(measure(variant, request, cleanup, count))
+        return request
+    if variant == "scope":
+
+        async def in_scope() -> None:
+            async with request_scope():
+                await request()
+
+        return in_scope
+    app = runtime_app(request) if variant == "runtime" else minimal_app(request)
+
+    async def through_app() -> None:
+        await call_app(app)
+
+    return through_app
+
+
+def variant_loop_factory(loop: LoopName, variant: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if variant == "plain":
+        return loop_factory(loop)
+    if variant == "minimal":
+        return minimal_loop_factory(prefer_uvloop=loop == "uvloop")
+    return gated_loop_factory(prefer_uvloop=loop == "uvloop")
+
+
+def run_round(
+    loop: LoopName, driver: str, http_url: str, count: int, first: int
+) -> dict[str, dict[str, float]]:
+    """One round: every variant on its own fresh loop, warmed up, then ``count`` requests each
+    in turns of ``BLOCK`` (the order of the variants reversed every turn, starting at
+    ``first``). Returns per variant its p50, p99 and CPU per request (seconds)."""
+    runs: dict[str, VariantRun] = {}
+    try:
+        for variant in VARIANTS:
+            runs[variant] = VariantRun(loop, variant, driver, http_url)
+            runs[variant].block(WARMUP, record=False)
+        for turn in range(first, first + -(-count // BLOCK)):
+            order = VARIANTS if turn % 2 == 0 else tuple(reversed(VARIANTS))
+            for variant in order:
+                runs[variant].block(min(BLOCK, count - len(runs[variant].latencies)))
+    finally:
+        for run in runs.values():
+            run.close()
+    figures = {}
+    for variant, run in runs.items():
+        latencies = sorted(run.latencies)
+        figures[variant] = {
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "cpu": run.cpu / len(latencies),
+        }
+    return figures
 
 
 def main() -> None:
@@ -277,24 +319,16 @@ def main() -> None:
     results: dict[str, Any] = {}
     rows = []
     with HttpPeer() as http:
-        requests, cleanup = make_requests(http.url)
+        drivers = make_requests(http.url)[0]
         for name in args.drivers.split(","):
-            if name not in requests:
-                raise SystemExit(f"unknown driver {name!r}; choose from {', '.join(requests)}")
+            if name not in drivers:
+                raise SystemExit(f"unknown driver {name!r}; choose from {', '.join(drivers)}")
             per_round: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
             for index in range(rounds):
-                order = VARIANTS if index % 2 == 0 else tuple(reversed(VARIANTS))
-                for variant in order:
-                    progress(f"{name}: round {index + 1}/{rounds}, {variant}")
-                    latencies, cpu = run_variant(loop, variant, requests[name], cleanup, count)
-                    latencies.sort()
-                    per_round[variant].append(
-                        {
-                            "p50": percentile(latencies, 50),
-                            "p99": percentile(latencies, 99),
-                            "cpu": cpu,
-                        }
-                    )
+                progress(f"{name}: round {index + 1}/{rounds}")
+                figures = run_round(loop, name, http.url, count, first=index)
+                for variant in VARIANTS:
+                    per_round[variant].append(figures[variant])
             summary: dict[str, Any] = {}
             for variant in VARIANTS:
                 added = [
