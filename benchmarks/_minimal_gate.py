@@ -28,9 +28,10 @@ once; here each is a Python call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 Request = Callable[[], Awaitable[None]]
@@ -106,10 +107,11 @@ class _View(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
     def set_protocol(self, protocol: Any) -> None:
-        self._transport.set_protocol(protocol)
+        # asyncpg swaps protocols after its SSLRequest: keep counting what arrives.
+        self._transport.set_protocol(_wrap(protocol, self._record))
 
     def get_protocol(self) -> Any:
-        return self._transport.get_protocol()
+        return self._transport.get_protocol()._app
 
     def is_closing(self) -> bool:
         return bool(self._transport.is_closing())
@@ -196,19 +198,26 @@ _START: Final = {
 }
 
 
+@contextlib.asynccontextmanager
+async def minimal_scope() -> AsyncIterator[list[_Record]]:
+    """A request's connections: gated while inside, aborted at the end if left open."""
+    records: list[_Record] = []
+    token = _records.set(records)
+    try:
+        yield records
+    finally:
+        _records.reset(token)
+        for record in records:
+            if not record.lost and not record.transport.is_closing():
+                record.transport.abort()
+
+
 def minimal_app(request: Request) -> Callable[..., Awaitable[None]]:
     """A bare ASGI application whose every request runs ``request`` in a minimal scope."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        records: list[_Record] = []
-        token = _records.set(records)
-        try:
+        async with minimal_scope():
             await request()
-        finally:
-            _records.reset(token)
-            for record in records:
-                if not record.lost and not record.transport.is_closing():
-                    record.transport.abort()
         await send(_START)
         await send({"type": "http.response.body", "body": b"ok"})
 
