@@ -23,6 +23,9 @@ upgrades of a tracked connection, the request's deadline and limits, metrics and
 record, the ``Request``/``Response``/``ctx`` API, and every error path. So it is a reference,
 not a bound: a real gate can be cheaper in places (``_counting.py`` binds pass-through methods
 once; here each is a Python call).
+
+It counts the very bytes the gate counts and closes what a request leaves open, on both loops
+(tests/drivers/test_bench_minimal_gate.py), so the two rows do the same accounting.
 """
 
 from __future__ import annotations
