@@ -1,11 +1,9 @@
-"""One HTTP request as the app serves it: its response side, its inbound side, its run.
+"""One HTTP request as the app serves it.
 
-- :class:`Exchange` is the response side: what was sent (status, started, complete), the phase
-  the request is in (``Phase``), and the cancellations: when the client leaves, and when the
-  request runs out of wall time.
+- :class:`Exchange` is the request: its label, scope, ``ctx`` and wall-time deadline, what was
+  sent (status, started, complete), the phase it is in (``Phase``), and the cancellations: when
+  the client leaves, and when the request runs out of wall time.
 - :class:`Inbound` is the request body and the client's liveness, read by one pump task.
-- :class:`RequestRun` is what every request starts with: its label, limits, scope, ``ctx``,
-  exchange and wall-time deadline (it replaces a 7-tuple).
 - :class:`Watch` is one timer per application for all of its requests (see "Timers" in
   ``_app.py``).
 
@@ -20,7 +18,6 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 from tcpworkers.egress import EgressPolicy
@@ -30,7 +27,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._settings import Limits
 from tcpworkers.scope import RequestScope
 
-__all__ = ["Exchange", "Inbound", "Phase", "RequestRun", "Watch"]
+__all__ = ["Exchange", "Inbound", "Phase", "Watch"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -54,28 +51,66 @@ class Phase(enum.Enum):
 
 @final
 class Exchange:
-    """One HTTP request's response side: what was sent, and the request's cancellations."""
+    """One HTTP request as the app serves it: who it is (method, path, scope, ``ctx``), what was
+    sent (status, started, complete), the phase it is in (``Phase``), its wall-time deadline,
+    and its cancellations: when the client leaves, and when the request runs out of wall time.
+
+    One object per request, built by :meth:`begin` (it used to be three: a run, an exchange
+    and an inbound side, and every object costs instructions on every request).
+    For a fetch worker it is also the request's body stream (``async for``): the receive pump
+    (:class:`Inbound`) is made only when something needs it.
+    """
 
     __slots__ = (
         "_cancel_requested",
         "_deadline_timer",
         "_expiring",
+        "_headers",
+        "_receive",
         "_send",
         "complete",
+        "ctx",
+        "deadline",
         "disconnected",
         "error",
         "head",
+        "inbound",
+        "method",
         "origin",
+        "path",
         "phase",
+        "request_scope",
         "started",
+        "started_at",
         "status",
         "task",
     )
 
-    def __init__(self, send: Send, task: asyncio.Task[Any] | None, *, head: bool) -> None:
+    def __init__(
+        self,
+        send: Send,
+        task: asyncio.Task[Any] | None,
+        method: str,
+        path: str,
+        request_scope: RequestScope,
+        ctx: ExecutionContext,
+        receive: Receive | None = None,
+        headers: Any = (),
+    ) -> None:
         self._send = send
-        self.head = head
         self.task = task
+        self.method = method
+        self.path = path
+        self.head = method == "HEAD"
+        self.request_scope = request_scope
+        self.ctx = ctx
+        # A fetch worker's ASGI receive channel, and the request's ASGI headers (the Watch
+        # looks for Expect); None and () for an ASGI worker, which reads its own.
+        self._receive = receive
+        self._headers = headers
+        self.inbound: Inbound | None = None  # the receive pump, once something needs it
+        self.started_at = time.perf_counter()
+        self.deadline: float | None = None  # loop time when limits.wall_time runs out
         self.phase = Phase.HANDLER
         self.status = 500
         self.started = False
@@ -86,6 +121,71 @@ class Exchange:
         self._cancel_requested = False
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._expiring = False  # the wall time ran out and the task was cancelled for it
+
+    @classmethod
+    def begin(
+        cls,
+        scope: Scope,
+        send: Send,
+        receive: Receive | None,
+        policy: EgressPolicy,
+        limits: Limits,
+        task: asyncio.Task[Any] | None,
+        now: float,
+    ) -> Exchange:
+        """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
+        the loop's time, ``task`` the task serving the request, ``receive`` the channel of a
+        fetch worker's request body (None for an ASGI worker). Positional arguments: keywords
+        cost a dict per call."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        label = f"{method} {path}"
+        request_scope = RequestScope(
+            policy,
+            max_sockets=limits.max_sockets,
+            slot_timeout=limits.slot_timeout,
+            label=label,
+        )
+        exchange = cls(
+            send,
+            task,
+            method,
+            path,
+            request_scope,
+            ExecutionContext(request_scope, label),
+            receive,
+            scope["headers"] if receive is not None else (),
+        )
+        if limits.wall_time is not None:
+            exchange.deadline = now + limits.wall_time
+        return exchange
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name the request: ``"GET /orders"``."""
+        return self.request_scope.label
+
+    # -- the client side: the request body and the client's liveness ------------------------
+
+    def pump(self) -> Inbound | None:
+        """The request's receive pump, made on first use (None for an ASGI worker)."""
+        inbound = self.inbound
+        if inbound is None and self._receive is not None:
+            inbound = self.inbound = Inbound(self._receive, self.client_gone)
+        return inbound
+
+    def watch_client(self) -> None:
+        """Start the pump now (idempotent): a streamed response may last, and a client leaving
+        should stop it."""
+        inbound = self.pump()
+        if inbound is not None:
+            inbound.start()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The request's body stream (a fetch worker's): its chunks, through the pump."""
+        inbound = self.pump()
+        assert inbound is not None, "an ASGI worker reads its own request body"
+        return inbound.body()
 
     def client_gone(self) -> None:
         """The pump saw ``http.disconnect``: stop the handler or the stream."""
@@ -100,6 +200,18 @@ class Exchange:
             return False
         self._cancel_requested = False
         return self.task.uncancel() == 0
+
+    def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
+        for the client leaving (the handler is still running) and arm the deadline."""
+        if self.phase is Phase.DONE:
+            return
+        if self.phase is Phase.HANDLER and not any(name == b"expect" for name, _ in self._headers):
+            inbound = self.pump()
+            if inbound is not None:
+                inbound.start()
+        if self.deadline is not None:
+            self.arm(loop, self.deadline)
 
     # -- the wall-time deadline: what asyncio.timeout_at() did, for a fraction of the cost ---
 
@@ -199,7 +311,7 @@ class Inbound:
         "task",
     )
 
-    def __init__(self, receive: Receive, *, on_disconnect: Callable[[], None]) -> None:
+    def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
         self._receive = receive
         self._on_disconnect = on_disconnect
         self._chunks: deque[bytes] = deque()
@@ -275,77 +387,6 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 @final
-@dataclass(slots=True, eq=False)
-class RequestRun:
-    """What every request starts with: who it is, its scope, its ``ctx`` and its exchange."""
-
-    method: str
-    path: str
-    limits: Limits
-    request_scope: RequestScope
-    ctx: ExecutionContext
-    exchange: Exchange
-    started_at: float = field(default_factory=time.perf_counter)
-    deadline: float | None = None  # loop time when limits.wall_time runs out
-    inbound: Inbound | None = None  # a fetch worker's request body (started by the Watch)
-    headers: Any = None  # the ASGI scope's headers (the Watch looks for Expect)
-
-    @property
-    def label(self) -> str:
-        """How logs and errors name the request: ``"GET /orders"``."""
-        return self.request_scope.label
-
-    @classmethod
-    def begin(
-        cls,
-        scope: Scope,
-        send: Send,
-        *,
-        policy: EgressPolicy,
-        limits: Limits,
-        task: asyncio.Task[Any] | None,
-        now: float,
-    ) -> RequestRun:
-        """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
-        the loop's time, ``task`` the task serving the request."""
-        method: str = scope["method"]
-        path: str = scope["path"]
-        label = f"{method} {path}"
-        request_scope = RequestScope(
-            policy,
-            max_sockets=limits.max_sockets,
-            slot_timeout=limits.slot_timeout,
-            label=label,
-        )
-        run = cls(
-            method,
-            path,
-            limits,
-            request_scope,
-            ExecutionContext(request_scope, label=label),
-            Exchange(send, task, head=method == "HEAD"),
-        )
-        if limits.wall_time is not None:
-            run.deadline = now + limits.wall_time
-        return run
-
-    def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
-        for the client leaving (the handler is still running) and arm the deadline."""
-        exchange = self.exchange
-        if exchange.phase is Phase.DONE:
-            return
-        if (
-            exchange.phase is Phase.HANDLER
-            and self.inbound is not None
-            and not any(name == b"expect" for name, _ in self.headers or ())
-        ):
-            self.inbound.start()
-        if self.deadline is not None:
-            exchange.arm(loop, self.deadline)
-
-
-@final
 class Watch:
     """One loop timer for every request of an application, instead of two per request.
 
@@ -355,18 +396,18 @@ class Watch:
     when they start and leave it when their response is done; the queue is in start order, so
     everyone's turn (start + the same delay) comes in that order too, and one timer, armed for
     the oldest request, is enough. A request still running when its turn comes is handed its
-    own deadline timer (:meth:`RequestRun.grown_up`).
+    own deadline timer (:meth:`Exchange.grown_up`).
     """
 
     __slots__ = ("_after", "_loop", "_runs", "_timer")
 
     def __init__(self, wall_time: float | None) -> None:
         self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
-        self._runs: OrderedDict[RequestRun, float] = OrderedDict()  # run -> when its turn comes
+        self._runs: OrderedDict[Exchange, float] = OrderedDict()  # run -> when its turn comes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, run: RequestRun, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    def add(self, run: Exchange, loop: asyncio.AbstractEventLoop, now: float) -> None:
         if loop is not self._loop:
             # Another event loop (an app served by several in turn, as tests do): what was
             # queued belongs to the old one, whose timer (if it ever fires) is ignored.
@@ -378,7 +419,7 @@ class Watch:
         if self._timer is None:
             self._timer = loop.call_at(due, self._fire, loop)
 
-    def discard(self, run: RequestRun) -> None:
+    def discard(self, run: Exchange) -> None:
         self._runs.pop(run, None)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
