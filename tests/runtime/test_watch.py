@@ -11,7 +11,6 @@ from typing import Any
 from tcpworkers import Request, Response
 from tcpworkers.runtime import ExecutionContext, Limits, RuntimeSettings, Worker, WorkerApp
 from tcpworkers.runtime._exchange import _PUMP_DELAY, Exchange
-from tcpworkers.scope import RequestScope
 from tcpworkers.testing import serve_worker
 
 from .worker_helpers import Recorder
@@ -97,8 +96,9 @@ async def _send_nothing(message: Any) -> None:
 
 
 def _exchange(task: asyncio.Task[Any]) -> Exchange:
-    request_scope = RequestScope(label="GET /")
-    return Exchange(_send_nothing, task, "GET", "/", request_scope, ExecutionContext(request_scope))
+    scope = {"method": "GET", "path": "/", "headers": []}
+    settings = RuntimeSettings()
+    return Exchange(scope, _send_nothing, None, settings.policy, settings.limits, task, 0.0)
 
 
 async def _cancelled_by(deadline: bool, server: bool) -> Exchange:

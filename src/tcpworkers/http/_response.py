@@ -116,7 +116,7 @@ class Response:
         if headers is None and type(body) is str and self._status not in NULL_BODY_STATUSES:
             # The most common response, built without re-validating constant header fields.
             self.headers = Headers._trusted([TEXT_PLAIN])
-            self._body = Body(body.encode(), None, what="response")
+            self._body = Body(body.encode(), None, "response")  # positional: no kwargs dict
             self._origin: str | None = None
             return
         self.headers = Headers(headers)

@@ -27,7 +27,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._settings import Limits
 from tcpworkers.scope import RequestScope
 
-__all__ = ["Exchange", "Inbound", "Phase", "Watch"]
+__all__ = ["DONE", "HANDLER", "STREAMING", "Exchange", "Inbound", "Phase", "Watch"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -49,14 +49,21 @@ class Phase(enum.Enum):
     DONE = enum.auto()
 
 
+# The phases as module constants, for the code that runs on every request: on Python 3.11,
+# ``DONE`` goes through ``EnumType.__getattr__``'s slot, a global does not.
+HANDLER: Final = Phase.HANDLER
+STREAMING: Final = Phase.STREAMING
+DONE: Final = Phase.DONE
+
+
 @final
 class Exchange:
     """One HTTP request as the app serves it: who it is (method, path, scope, ``ctx``), what was
     sent (status, started, complete), the phase it is in (``Phase``), its wall-time deadline,
     and its cancellations: when the client leaves, and when the request runs out of wall time.
 
-    One object per request, built by :meth:`begin` (it used to be three: a run, an exchange
-    and an inbound side, and every object costs instructions on every request).
+    One object per request (it used to be three: a run, an exchange and an inbound side, and
+    every object costs instructions on every request).
     For a fetch worker it is also the request's body stream (``async for``): the receive pump
     (:class:`Inbound`) is made only when something needs it.
     """
@@ -88,43 +95,6 @@ class Exchange:
 
     def __init__(
         self,
-        send: Send,
-        task: asyncio.Task[Any] | None,
-        method: str,
-        path: str,
-        request_scope: RequestScope,
-        ctx: ExecutionContext,
-        receive: Receive | None = None,
-        headers: Any = (),
-    ) -> None:
-        self._send = send
-        self.task = task
-        self.method = method
-        self.path = path
-        self.head = method == "HEAD"
-        self.request_scope = request_scope
-        self.ctx = ctx
-        # A fetch worker's ASGI receive channel, and the request's ASGI headers (the Watch
-        # looks for Expect); None and () for an ASGI worker, which reads its own.
-        self._receive = receive
-        self._headers = headers
-        self.inbound: Inbound | None = None  # the receive pump, once something needs it
-        self.started_at = time.perf_counter()
-        self.deadline: float | None = None  # loop time when limits.wall_time runs out
-        self.phase = Phase.HANDLER
-        self.status = 500
-        self.started = False
-        self.complete = False
-        self.disconnected = False
-        self.error: BaseException | None = None
-        self.origin: str | None = None  # where the worker streamed a socket into the response
-        self._cancel_requested = False
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._expiring = False  # the wall time ran out and the task was cancelled for it
-
-    @classmethod
-    def begin(
-        cls,
         scope: Scope,
         send: Send,
         receive: Receive | None,
@@ -132,11 +102,11 @@ class Exchange:
         limits: Limits,
         task: asyncio.Task[Any] | None,
         now: float,
-    ) -> Exchange:
+    ) -> None:
         """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
         the loop's time, ``task`` the task serving the request, ``receive`` the channel of a
-        fetch worker's request body (None for an ASGI worker). Positional arguments: keywords
-        cost a dict per call."""
+        fetch worker's request body (None for an ASGI worker, which reads its own). Called
+        with positional arguments: keywords cost a dict per call of a class."""
         method: str = scope["method"]
         path: str = scope["path"]
         label = f"{method} {path}"
@@ -146,19 +116,30 @@ class Exchange:
             slot_timeout=limits.slot_timeout,
             label=label,
         )
-        exchange = cls(
-            send,
-            task,
-            method,
-            path,
-            request_scope,
-            ExecutionContext(request_scope, label),
-            receive,
-            scope["headers"] if receive is not None else (),
-        )
-        if limits.wall_time is not None:
-            exchange.deadline = now + limits.wall_time
-        return exchange
+        self.method = method
+        self.path = path
+        self.request_scope = request_scope
+        self.ctx = ExecutionContext(request_scope, label)
+        self._send = send
+        self.task = task
+        self.head = method == "HEAD"
+        self._receive = receive
+        # The request's ASGI headers, where the Watch looks for Expect (a fetch worker's).
+        self._headers: Any = scope["headers"] if receive is not None else ()
+        self.inbound: Inbound | None = None  # the receive pump, once something needs it
+        self.started_at = time.perf_counter()
+        # Loop time when limits.wall_time runs out.
+        self.deadline = None if limits.wall_time is None else now + limits.wall_time
+        self.phase: Phase = HANDLER
+        self.status = 500
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.error: BaseException | None = None
+        self.origin: str | None = None  # where the worker streamed a socket into the response
+        self._cancel_requested = False
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._expiring = False  # the wall time ran out and the task was cancelled for it
 
     @property
     def label(self) -> str:
@@ -190,7 +171,7 @@ class Exchange:
     def client_gone(self) -> None:
         """The pump saw ``http.disconnect``: stop the handler or the stream."""
         self.disconnected = True
-        if self.phase is not Phase.DONE and not self._cancel_requested and self.task:
+        if self.phase is not DONE and not self._cancel_requested and self.task:
             self._cancel_requested = True
             self.task.cancel()
 
@@ -204,9 +185,9 @@ class Exchange:
     def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
         """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
         for the client leaving (the handler is still running) and arm the deadline."""
-        if self.phase is Phase.DONE:
+        if self.phase is DONE:
             return
-        if self.phase is Phase.HANDLER and not any(name == b"expect" for name, _ in self._headers):
+        if self.phase is HANDLER and not any(name == b"expect" for name, _ in self._headers):
             inbound = self.pump()
             if inbound is not None:
                 inbound.start()
@@ -217,12 +198,12 @@ class Exchange:
 
     def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Cancel the request's task at ``deadline`` (loop time) unless it is done by then."""
-        if self._deadline_timer is None and self.phase is not Phase.DONE:
+        if self._deadline_timer is None and self.phase is not DONE:
             self._deadline_timer = loop.call_at(deadline, self._time_up)
 
     def _time_up(self) -> None:
         self._deadline_timer = None
-        if self.phase is not Phase.DONE and self.task is not None and not self._expiring:
+        if self.phase is not DONE and self.task is not None and not self._expiring:
             self._expiring = True
             self.task.cancel()
 

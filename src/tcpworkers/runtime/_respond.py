@@ -19,7 +19,7 @@ from tcpworkers.http._response import TEXT_PLAIN, Response
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Env
-from tcpworkers.runtime._exchange import Exchange, Phase, Watch
+from tcpworkers.runtime._exchange import DONE, Exchange, Watch
 from tcpworkers.runtime._lifespan import Bindings
 from tcpworkers.runtime._running import describe_traceback
 from tcpworkers.runtime._settings import RequestObserver, RequestRecord, RuntimeSettings
@@ -134,7 +134,7 @@ class Responder:
             label,
             describe_traceback(exc.__traceback__),
         )
-        exchange.phase = Phase.DONE
+        exchange.phase = DONE
         if not exchange.started:  # the client gets an answer, not a dropped connection
             await self._send_plain(
                 exchange, http.HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down"

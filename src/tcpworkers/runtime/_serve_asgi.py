@@ -10,7 +10,7 @@ from typing import Any
 from tcpworkers.errors import ClientGone
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
-from tcpworkers.runtime._exchange import Exchange, Phase
+from tcpworkers.runtime._exchange import DONE, Exchange
 from tcpworkers.runtime._respond import Responder, end_scope, timed_out
 from tcpworkers.scope import RequestScope, use_scope
 
@@ -30,7 +30,7 @@ class AsgiServing(Responder):
         loop = asyncio.get_running_loop()
         now = loop.time()
         settings = self.settings
-        exchange = Exchange.begin(scope, send, None, settings.policy, settings.limits, task, now)
+        exchange = Exchange(scope, send, None, settings.policy, settings.limits, task, now)
         ctx, label = exchange.ctx, exchange.label
         self._in_flight[task] = exchange.request_scope
         if self._starters:
@@ -99,11 +99,11 @@ class AsgiServing(Responder):
         except asyncio.CancelledError as exc:
             if not exchange.take_timeout_cancel(cancelling):
                 raise  # not the deadline's: the server's (see "Shutdown" in _app.py)
-            exchange.phase = Phase.DONE
+            exchange.phase = DONE
             watch.discard(exchange)
             await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
         finally:
-            exchange.phase = Phase.DONE
+            exchange.phase = DONE
             watch.discard(exchange)
             exchange.disarm()
 

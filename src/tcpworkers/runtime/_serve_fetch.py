@@ -13,7 +13,7 @@ from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, Client
 from tcpworkers.http._request import Request
 from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
-from tcpworkers.runtime._exchange import Exchange, Phase
+from tcpworkers.runtime._exchange import DONE, STREAMING, Exchange
 from tcpworkers.runtime._respond import (
     Responder,
     end_scope,
@@ -48,7 +48,7 @@ class FetchServing(Responder):
         loop = asyncio.get_running_loop()
         now = loop.time()
         settings = self.settings
-        exchange = Exchange.begin(scope, send, receive, settings.policy, settings.limits, task, now)
+        exchange = Exchange(scope, send, receive, settings.policy, settings.limits, task, now)
         ctx, request_scope = exchange.ctx, exchange.request_scope
         self._in_flight[task] = request_scope
         if self._starters:
@@ -80,7 +80,7 @@ class FetchServing(Responder):
                         else self._handler_result(request, exchange, result)
                     )
                 if response is not None:  # None: the client left while the handler failed
-                    exchange.phase = Phase.STREAMING
+                    exchange.phase = STREAMING
                     if response._origin is not None:
                         response = await self._opened_origin(response, exchange)
                     data = response._body._data
@@ -88,10 +88,10 @@ class FetchServing(Responder):
                         await exchange.whole(response._status, raw_headers(response, data), data)
                     else:
                         await self._send_response(response, exchange)
-                    exchange.phase = Phase.DONE
+                    exchange.phase = DONE
             except asyncio.CancelledError as exc:
                 if exchange.take_timeout_cancel(cancelling):
-                    exchange.phase = Phase.DONE
+                    exchange.phase = DONE
                     watch.discard(exchange)
                     await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
                 elif not exchange.take_disconnect_cancel():
@@ -101,7 +101,7 @@ class FetchServing(Responder):
             except Exception as exc:  # a TimeoutError here is the worker's, not the deadline's
                 self._stream_failed(exchange, exc)
             finally:
-                exchange.phase = Phase.DONE
+                exchange.phase = DONE
                 watch.discard(exchange)
                 if exchange._deadline_timer is not None or exchange._expiring:
                     exchange.disarm()
@@ -119,7 +119,7 @@ class FetchServing(Responder):
                 await self._cut_off(exchange, exc, exchange.label)
         finally:
             try:
-                exchange.phase = Phase.DONE
+                exchange.phase = DONE
                 inbound = exchange.inbound
                 if inbound is not None:
                     inbound.stop()
