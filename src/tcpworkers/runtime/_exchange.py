@@ -16,7 +16,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, final
 
@@ -384,7 +384,9 @@ class Watch:
 
     def __init__(self, wall_time: float | None) -> None:
         self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
-        self._runs: OrderedDict[Exchange, float] = OrderedDict()  # run -> when its turn comes
+        # run -> when its turn comes, in start order. A dict, not an OrderedDict: adding and
+        # removing (once per request each) cost a third as much.
+        self._runs: dict[Exchange, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -409,12 +411,17 @@ class Watch:
         self._timer = None
         runs = self._runs
         ready = loop.time() + _TIMER_SLACK
-        while runs:
-            run, due = next(iter(runs.items()))
+        # One pass over the queue (the oldest first) for the turns that came, then they leave
+        # it: a dict's first item after deleting the ones before it is found by skipping
+        # their holes, so looking it up again after every deletion would be quadratic.
+        turns: list[Exchange] = []
+        for run, due in runs.items():
             if due > ready:
                 self._timer = loop.call_at(due, self._fire, loop)
-                return
-            del runs[run]
+                break
+            turns.append(run)
+        for run in turns:
+            runs.pop(run, None)
             try:
                 run.grown_up(loop)
             except Exception:  # one request's failure must not stop the others' timers
