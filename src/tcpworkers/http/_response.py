@@ -115,7 +115,9 @@ class Response:
         )
         if headers is None and type(body) is str and self._status not in NULL_BODY_STATUSES:
             # The most common response, built without re-validating constant header fields.
-            self.headers = Headers._trusted([TEXT_PLAIN])
+            # Headers._trusted([TEXT_PLAIN]), without its call.
+            headers = self.headers = Headers.__new__(Headers)
+            headers._fields = [TEXT_PLAIN]
             self._body = Body(body.encode(), None, "response")  # positional: no kwargs dict
             self._origin: str | None = None
             return

@@ -161,11 +161,12 @@ class WorkerApp(FetchServing, AsgiServing):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
             assert task is not None
             # The serving method counts the request in flight (``_in_flight``) with its scope.
             try:
-                await self._serve_http(scope, receive, send, task)
+                await self._serve_http(scope, receive, send, task, loop)
             finally:
                 self._in_flight.pop(task, None)
         elif kind == "websocket":

@@ -23,11 +23,15 @@ class AsgiServing(Responder):
     """``WorkerApp``'s half that serves ASGI-application workers."""
 
     async def _serve_asgi(
-        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        task: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         app = self.worker.asgi_app
         assert app is not None
-        loop = asyncio.get_running_loop()
         now = loop.time()
         settings = self.settings
         exchange = Exchange(scope, send, None, settings.policy, settings.limits, task, now)
@@ -61,7 +65,9 @@ class AsgiServing(Responder):
                 try:
                     if not self._bindings_life.ready:
                         await self._bindings_life.ensure_started()
-                    await self._call_app(app, inner_scope, tracked_receive, tracked_send, exchange)
+                    await self._call_app(
+                        app, inner_scope, tracked_receive, tracked_send, exchange, loop
+                    )
                 except OSError as exc:
                     if not exchange.disconnected:  # else: the client left, nothing to report
                         await self._asgi_failed(exchange, exc, label)
@@ -84,6 +90,7 @@ class AsgiServing(Responder):
         receive: Receive,
         send: Send,
         exchange: Exchange,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """The application, under the wall-time deadline as ``asyncio.timeout_at`` would run
         it, for less: the app's ``Watch`` arms the deadline only for a request still running
@@ -92,7 +99,6 @@ class AsgiServing(Responder):
         task = exchange.task
         cancelling = task.cancelling() if task is not None else 0
         watch = self._watch
-        loop = asyncio.get_running_loop()
         watch.add(exchange, loop, loop.time())
         try:
             await app(scope, receive, send)

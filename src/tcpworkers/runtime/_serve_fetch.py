@@ -33,7 +33,12 @@ class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
     async def _serve_fetch(
-        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        task: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """A request, from its scope's start to its report: the HANDLER and STREAMING phases
         under the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is
@@ -45,7 +50,6 @@ class FetchServing(Responder):
         task, and every coroutine costs instructions on every request, so the runtime keeps
         that chain short. The common path calls no other coroutine of the runtime.
         """
-        loop = asyncio.get_running_loop()
         now = loop.time()
         settings = self.settings
         exchange = Exchange(scope, send, receive, settings.policy, settings.limits, task, now)
