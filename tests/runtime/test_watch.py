@@ -95,9 +95,15 @@ async def _send_nothing(message: Any) -> None:
     pass
 
 
+def _exchange(task: asyncio.Task[Any]) -> Exchange:
+    scope = {"method": "GET", "path": "/", "headers": []}
+    settings = RuntimeSettings()
+    return Exchange(scope, _send_nothing, None, settings.policy, settings.limits, task, 0.0)
+
+
 async def _cancelled_by(deadline: bool, server: bool) -> Exchange:
     task = asyncio.ensure_future(asyncio.sleep(30))
-    exchange = Exchange(_send_nothing, task, head=False)
+    exchange = _exchange(task)
     await asyncio.sleep(0)  # the task is waiting
     if deadline:
         exchange._time_up()  # what the deadline's timer calls
@@ -111,7 +117,7 @@ async def _cancelled_by(deadline: bool, server: bool) -> Exchange:
 async def test_the_deadline_timer_cancels_the_task() -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(asyncio.sleep(30))
-    exchange = Exchange(_send_nothing, task, head=False)
+    exchange = _exchange(task)
     exchange.arm(loop, loop.time() + 0.01)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=5)
@@ -134,7 +140,7 @@ async def test_the_servers_cancellation_is_not_mistaken_for_the_deadline() -> No
 async def test_a_deadline_after_the_response_is_done_does_nothing() -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(asyncio.sleep(0.05))
-    exchange = Exchange(_send_nothing, task, head=False)
+    exchange = _exchange(task)
     exchange.arm(loop, loop.time() + 0.01)
     exchange.disarm()  # the response finished first
     await task  # not cancelled

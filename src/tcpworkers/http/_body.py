@@ -34,9 +34,7 @@ class Body:
 
     __slots__ = ("_data", "_stream", "_used", "_what")
 
-    def __init__(
-        self, data: bytes | None, stream: AsyncIterable[bytes] | None, *, what: str
-    ) -> None:
+    def __init__(self, data: bytes | None, stream: AsyncIterable[bytes] | None, what: str) -> None:
         self._data = data
         self._stream = stream
         self._used = False

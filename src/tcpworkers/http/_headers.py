@@ -124,7 +124,7 @@ class Headers:
     @classmethod
     def _trusted(cls, fields: list[tuple[str, str]]) -> Headers:
         """Internal: headers from fields already valid and lowercased (no checks: hot path)."""
-        headers = cls()
+        headers = cls.__new__(cls)  # without __init__'s call: built for most responses
         headers._fields = fields
         return headers
 

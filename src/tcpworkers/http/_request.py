@@ -73,7 +73,7 @@ class Request:
         self._headers: Headers | None = Headers(headers)
         self._scope: Mapping[str, Any] | None = None
         self._path: str = unquote(parts.path) or "/"
-        self._query: str = parts.query
+        self._query: str | None = parts.query
         self._stream: AsyncIterable[bytes] | None = None
         self._body: Body | None
         self._body, is_text = Body.of(body, what="request")
@@ -93,7 +93,7 @@ class Request:
         request._headers = None
         request.method = scope["method"]
         request._path = scope["path"]
-        request._query = scope.get("query_string", b"").decode("latin-1")
+        request._query = None
         request._body = None
         request._stream = body
         return request
@@ -119,7 +119,8 @@ class Request:
                 host = f"{server[0]}:{server[1]}" if server else "localhost"
             raw_path = scope.get("raw_path")
             path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
-            self._url = f"{scheme}://{host}{path}" + (f"?{self._query}" if self._query else "")
+            query = self._query_string()
+            self._url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
         return self._url
 
     @property
@@ -134,14 +135,16 @@ class Request:
         Use :meth:`query_all` for every value of a repeated name.
         """
         params: dict[str, str] = {}
-        for name, value in parse_qsl(self._query, keep_blank_values=True):
+        for name, value in parse_qsl(self._query_string(), keep_blank_values=True):
             params.setdefault(name, value)
         return params
 
     def query_all(self, name: str) -> list[str]:
         """Every value of the query parameter ``name``, in order."""
         return [
-            value for key, value in parse_qsl(self._query, keep_blank_values=True) if key == name
+            value
+            for key, value in parse_qsl(self._query_string(), keep_blank_values=True)
+            if key == name
         ]
 
     @property
@@ -195,6 +198,13 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
+
+    def _query_string(self) -> str:
+        query = self._query
+        if query is None:  # an ASGI request's, decoded on first use
+            assert self._scope is not None
+            query = self._query = self._scope.get("query_string", b"").decode("latin-1")
+        return query
 
     def _the_body(self) -> Body:
         body = self._body

@@ -27,7 +27,8 @@ __all__ = ["Response"]
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 # RFC 9110 sections 15.3.5, 15.3.6 and 15.4.5: responses that never have content.
 NULL_BODY_STATUSES: Final = frozenset({204, 205, 304})
-_TEXT_PLAIN: Final = ("content-type", "text/plain; charset=utf-8")
+# The header field of a str body (``Response("text")``); the runtime recognises it.
+TEXT_PLAIN: Final = ("content-type", "text/plain; charset=utf-8")
 
 
 class _JsonFactory(Protocol):
@@ -114,8 +115,10 @@ class Response:
         )
         if headers is None and type(body) is str and self._status not in NULL_BODY_STATUSES:
             # The most common response, built without re-validating constant header fields.
-            self.headers = Headers._trusted([_TEXT_PLAIN])
-            self._body = Body(body.encode(), None, what="response")
+            # Headers._trusted([TEXT_PLAIN]), without its call.
+            headers = self.headers = Headers.__new__(Headers)
+            headers._fields = [TEXT_PLAIN]
+            self._body = Body(body.encode(), None, "response")  # positional: no kwargs dict
             self._origin: str | None = None
             return
         self.headers = Headers(headers)
@@ -127,7 +130,7 @@ class Response:
         # Where the worker streamed a socket into this response: named if the socket fails.
         self._origin = _caller() if type(body) is ReadableStream else None
         if is_text and "content-type" not in self.headers:
-            self.headers.append(*_TEXT_PLAIN)
+            self.headers.append(*TEXT_PLAIN)
 
     @classmethod
     def redirect(cls, url: str, status: int = 302) -> Response:

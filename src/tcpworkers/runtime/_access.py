@@ -13,10 +13,10 @@ has no query strings, headers or exception messages (only the error's type), and
 from __future__ import annotations
 
 import logging
-import math
 import time
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
+from math import copysign
 from typing import Final, Literal, final
 
 from tcpworkers.runtime._logging import (
@@ -90,6 +90,9 @@ def access_fields(record: RequestRecord) -> dict[str, object]:
 
 
 _NO_OUTBOUND_TEXT: Final = "sockets=0 out=0B in=0B"
+# The levels of access entries, as globals (an attribute of the logging module each, else).
+_INFO: Final = logging.INFO
+_ERROR: Final = logging.ERROR
 
 
 def format_access_line(record: RequestRecord) -> str:
@@ -141,7 +144,7 @@ class AccessLog:
     def request_finished(self, record: RequestRecord) -> None:
         """Log ``record``; never raises (a logging failure must not fail a request)."""
         try:
-            level = logging.ERROR if record.status >= 500 else logging.INFO
+            level = _ERROR if record.status >= 500 else _INFO
             logger = self.logger
             if not logger.isEnabledFor(level):
                 return
@@ -195,11 +198,11 @@ class AccessLog:
             formatter = handler.formatter
             assert isinstance(formatter, AccessTextFormatter)
             text = formatter.colourise(line)
-        handler.acquire()
-        try:
-            handler.write_text(text, lambda: self._record(record, level))
-        finally:
-            handler.release()
+        lock = handler.lock
+        assert lock is not None  # made by Handler.__init__ (createLock)
+        with lock:  # as handler.acquire()/release() do, without their two calls
+            if not handler.write_text(text):
+                handler.handleError(self._record(record, level))
 
     def _record(self, record: RequestRecord, level: int) -> logging.LogRecord:
         # Only for handleError() after a failed write: the record logging would have built.
@@ -224,7 +227,7 @@ def json_access_line(
     ``redacting``, as :class:`RedactSecrets` does.
     """
     stats = record.stats
-    error = _error_name(record.error)
+    error = None if record.error is None else _error_name(record.error)
     method, path = record.method, record.path
     if redacting:
         method, path = redact(method), redact(path)
@@ -242,7 +245,8 @@ def json_access_line(
         stats.bytes_in,
         stats.sockets_denied,
     )
-    if opened or out or in_ or denied or connect != 0.0 or not _positive(connect):
+    # (connect is 0.0, not -0.0, which json_millis() writes as "-0.0", if its sign is +.)
+    if opened or out or in_ or denied or connect != 0.0 or copysign(1.0, connect) < 0.0:
         outbound = (
             f'"sockets": {opened}, "bytes_out": {out}, "bytes_in": {in_}, '
             f'"connect_ms": {json_millis(connect)}, "egress_denied": {denied}'
@@ -284,11 +288,6 @@ def json_millis(seconds: float) -> str:
         text = f"{millis:.3f}".rstrip("0")
         return text + "0" if text[-1] == "." else text
     return repr(round(millis, 3))
-
-
-def _positive(zero: float) -> bool:
-    # 0.0 rather than -0.0 (which json_millis() writes as "-0.0").
-    return math.copysign(1.0, zero) > 0
 
 
 # The last whole second formatted and its text, replaced as one tuple (safe across threads).

@@ -129,8 +129,8 @@ class WorkerApp(FetchServing, AsgiServing):
         self.env = Env(settings.vars, settings.secrets, bindings)
         self._bindings_life = Bindings(bindings)
         self._observers = tuple(observers)
-        # HTTP requests being served, and each one's scope once it has one.
-        self._in_flight: dict[asyncio.Task[Any], RequestScope | None] = {}
+        # HTTP requests being served, and each one's scope.
+        self._in_flight: dict[asyncio.Task[Any], RequestScope] = {}
         # Observers that want the requests in flight (metrics: their open sockets) are shown
         # them once; others that want to know when a request starts are told per request.
         starters = []
@@ -141,6 +141,14 @@ class WorkerApp(FetchServing, AsgiServing):
                 starters.append(start)
         self._starters = tuple(starters)
         self._watch = Watch(settings.limits.wall_time)  # one timer for all requests
+        # Decided once per worker, not per request: how an HTTP request is served, and the
+        # handler a fetch worker's requests call (without Worker._handle's frame).
+        if worker.kind == "asgi":
+            self._serve_http = self._serve_asgi
+        else:
+            self._serve_http = self._serve_fetch
+            assert worker._invoke is not None
+            self._invoke = worker._invoke
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
 
     # Read by MetricsEndpoint: this app shows its observers each request from its start, so
@@ -148,19 +156,17 @@ class WorkerApp(FetchServing, AsgiServing):
     reports_request_start: Final = True
 
     def _scopes_in_flight(self) -> list[RequestScope]:
-        return [scope for scope in self._in_flight.values() if scope is not None]
+        return list(self._in_flight.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
             assert task is not None
-            self._in_flight[task] = None
+            # The serving method counts the request in flight (``_in_flight``) with its scope.
             try:
-                if self.worker.kind == "asgi":
-                    await self._serve_asgi(scope, receive, send, task)
-                else:
-                    await self._serve_fetch(scope, receive, send, task)
+                await self._serve_http(scope, receive, send, task, loop)
             finally:
                 self._in_flight.pop(task, None)
         elif kind == "websocket":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, final
 
 from tcpworkers.runtime._running import describe_task
@@ -35,13 +35,13 @@ class ExecutionContext:
 
     __slots__ = ("_cancelled", "_ended", "_label", "_scope", "_tasks")
 
-    def __init__(self, scope: RequestScope | None = None, *, label: str = "request") -> None:
+    def __init__(self, scope: RequestScope | None = None, label: str = "request") -> None:
         self._scope = scope
         self._label = label
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = False
         # What _drain() cancelled when its time was up: where each task was (for the log).
-        self._cancelled: list[str] = []
+        self._cancelled: Sequence[str] = ()
 
     def wait_until(self, awaitable: Awaitable[object]) -> None:
         """Keep ``awaitable`` running after the response is sent; the request ends after it.

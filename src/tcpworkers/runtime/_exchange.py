@@ -1,11 +1,9 @@
-"""One HTTP request as the app serves it: its response side, its inbound side, its run.
+"""One HTTP request as the app serves it.
 
-- :class:`Exchange` is the response side: what was sent (status, started, complete), the phase
-  the request is in (``Phase``), and the cancellations: when the client leaves, and when the
-  request runs out of wall time.
+- :class:`Exchange` is the request: its label, scope, ``ctx`` and wall-time deadline, what was
+  sent (status, started, complete), the phase it is in (``Phase``), and the cancellations: when
+  the client leaves, and when the request runs out of wall time.
 - :class:`Inbound` is the request body and the client's liveness, read by one pump task.
-- :class:`RequestRun` is what every request starts with: its label, limits, scope, ``ctx``,
-  exchange and wall-time deadline (it replaces a 7-tuple).
 - :class:`Watch` is one timer per application for all of its requests (see "Timers" in
   ``_app.py``).
 
@@ -18,9 +16,8 @@ import asyncio
 import enum
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 from tcpworkers.egress import EgressPolicy
@@ -30,7 +27,7 @@ from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._settings import Limits
 from tcpworkers.scope import RequestScope
 
-__all__ = ["Exchange", "Inbound", "Phase", "RequestRun", "Watch"]
+__all__ = ["DONE", "HANDLER", "STREAMING", "Exchange", "Inbound", "Phase", "Watch"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -52,31 +49,88 @@ class Phase(enum.Enum):
     DONE = enum.auto()
 
 
+# The phases as module constants, for the code that runs on every request: on Python 3.11,
+# ``DONE`` goes through ``EnumType.__getattr__``'s slot, a global does not.
+HANDLER: Final = Phase.HANDLER
+STREAMING: Final = Phase.STREAMING
+DONE: Final = Phase.DONE
+
+
 @final
 class Exchange:
-    """One HTTP request's response side: what was sent, and the request's cancellations."""
+    """One HTTP request as the app serves it: who it is (method, path, scope, ``ctx``), what was
+    sent (status, started, complete), the phase it is in (``Phase``), its wall-time deadline,
+    and its cancellations: when the client leaves, and when the request runs out of wall time.
+
+    One object per request (it used to be three: a run, an exchange and an inbound side, and
+    every object costs instructions on every request).
+    For a fetch worker it is also the request's body stream (``async for``): the receive pump
+    (:class:`Inbound`) is made only when something needs it.
+    """
 
     __slots__ = (
         "_cancel_requested",
         "_deadline_timer",
         "_expiring",
+        "_headers",
+        "_receive",
         "_send",
         "complete",
+        "ctx",
+        "deadline",
         "disconnected",
         "error",
         "head",
+        "inbound",
+        "method",
         "origin",
+        "path",
         "phase",
+        "request_scope",
         "started",
+        "started_at",
         "status",
         "task",
     )
 
-    def __init__(self, send: Send, task: asyncio.Task[Any] | None, *, head: bool) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        send: Send,
+        receive: Receive | None,
+        policy: EgressPolicy,
+        limits: Limits,
+        task: asyncio.Task[Any] | None,
+        now: float,
+    ) -> None:
+        """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
+        the loop's time, ``task`` the task serving the request, ``receive`` the channel of a
+        fetch worker's request body (None for an ASGI worker, which reads its own). Called
+        with positional arguments: keywords cost a dict per call of a class."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        label = f"{method} {path}"
+        request_scope = RequestScope(
+            policy,
+            max_sockets=limits.max_sockets,
+            slot_timeout=limits.slot_timeout,
+            label=label,
+        )
+        self.method = method
+        self.path = path
+        self.request_scope = request_scope
+        self.ctx = ExecutionContext(request_scope, label)
         self._send = send
-        self.head = head
         self.task = task
-        self.phase = Phase.HANDLER
+        self.head = method == "HEAD"
+        self._receive = receive
+        # The request's ASGI headers, where the Watch looks for Expect (a fetch worker's).
+        self._headers: Any = scope["headers"] if receive is not None else ()
+        self.inbound: Inbound | None = None  # the receive pump, once something needs it
+        self.started_at = time.perf_counter()
+        # Loop time when limits.wall_time runs out.
+        self.deadline = None if limits.wall_time is None else now + limits.wall_time
+        self.phase: Phase = HANDLER
         self.status = 500
         self.started = False
         self.complete = False
@@ -87,10 +141,37 @@ class Exchange:
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._expiring = False  # the wall time ran out and the task was cancelled for it
 
+    @property
+    def label(self) -> str:
+        """How logs and errors name the request: ``"GET /orders"``."""
+        return self.request_scope.label
+
+    # -- the client side: the request body and the client's liveness ------------------------
+
+    def pump(self) -> Inbound | None:
+        """The request's receive pump, made on first use (None for an ASGI worker)."""
+        inbound = self.inbound
+        if inbound is None and self._receive is not None:
+            inbound = self.inbound = Inbound(self._receive, self.client_gone)
+        return inbound
+
+    def watch_client(self) -> None:
+        """Start the pump now (idempotent): a streamed response may last, and a client leaving
+        should stop it."""
+        inbound = self.pump()
+        if inbound is not None:
+            inbound.start()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The request's body stream (a fetch worker's): its chunks, through the pump."""
+        inbound = self.pump()
+        assert inbound is not None, "an ASGI worker reads its own request body"
+        return inbound.body()
+
     def client_gone(self) -> None:
         """The pump saw ``http.disconnect``: stop the handler or the stream."""
         self.disconnected = True
-        if self.phase is not Phase.DONE and not self._cancel_requested and self.task:
+        if self.phase is not DONE and not self._cancel_requested and self.task:
             self._cancel_requested = True
             self.task.cancel()
 
@@ -101,16 +182,28 @@ class Exchange:
         self._cancel_requested = False
         return self.task.uncancel() == 0
 
+    def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
+        for the client leaving (the handler is still running) and arm the deadline."""
+        if self.phase is DONE:
+            return
+        if self.phase is HANDLER and not any(name == b"expect" for name, _ in self._headers):
+            inbound = self.pump()
+            if inbound is not None:
+                inbound.start()
+        if self.deadline is not None:
+            self.arm(loop, self.deadline)
+
     # -- the wall-time deadline: what asyncio.timeout_at() did, for a fraction of the cost ---
 
     def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Cancel the request's task at ``deadline`` (loop time) unless it is done by then."""
-        if self._deadline_timer is None and self.phase is not Phase.DONE:
+        if self._deadline_timer is None and self.phase is not DONE:
             self._deadline_timer = loop.call_at(deadline, self._time_up)
 
     def _time_up(self) -> None:
         self._deadline_timer = None
-        if self.phase is not Phase.DONE and self.task is not None and not self._expiring:
+        if self.phase is not DONE and self.task is not None and not self._expiring:
             self._expiring = True
             self.task.cancel()
 
@@ -199,7 +292,7 @@ class Inbound:
         "task",
     )
 
-    def __init__(self, receive: Receive, *, on_disconnect: Callable[[], None]) -> None:
+    def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
         self._receive = receive
         self._on_disconnect = on_disconnect
         self._chunks: deque[bytes] = deque()
@@ -275,77 +368,6 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 @final
-@dataclass(slots=True, eq=False)
-class RequestRun:
-    """What every request starts with: who it is, its scope, its ``ctx`` and its exchange."""
-
-    method: str
-    path: str
-    limits: Limits
-    request_scope: RequestScope
-    ctx: ExecutionContext
-    exchange: Exchange
-    started_at: float = field(default_factory=time.perf_counter)
-    deadline: float | None = None  # loop time when limits.wall_time runs out
-    inbound: Inbound | None = None  # a fetch worker's request body (started by the Watch)
-    headers: Any = None  # the ASGI scope's headers (the Watch looks for Expect)
-
-    @property
-    def label(self) -> str:
-        """How logs and errors name the request: ``"GET /orders"``."""
-        return self.request_scope.label
-
-    @classmethod
-    def begin(
-        cls,
-        scope: Scope,
-        send: Send,
-        *,
-        policy: EgressPolicy,
-        limits: Limits,
-        task: asyncio.Task[Any] | None,
-        now: float,
-    ) -> RequestRun:
-        """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
-        the loop's time, ``task`` the task serving the request."""
-        method: str = scope["method"]
-        path: str = scope["path"]
-        label = f"{method} {path}"
-        request_scope = RequestScope(
-            policy,
-            max_sockets=limits.max_sockets,
-            slot_timeout=limits.slot_timeout,
-            label=label,
-        )
-        run = cls(
-            method,
-            path,
-            limits,
-            request_scope,
-            ExecutionContext(request_scope, label=label),
-            Exchange(send, task, head=method == "HEAD"),
-        )
-        if limits.wall_time is not None:
-            run.deadline = now + limits.wall_time
-        return run
-
-    def grown_up(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The request has run for ``_PUMP_DELAY`` (or its whole wall time, if shorter): watch
-        for the client leaving (the handler is still running) and arm the deadline."""
-        exchange = self.exchange
-        if exchange.phase is Phase.DONE:
-            return
-        if (
-            exchange.phase is Phase.HANDLER
-            and self.inbound is not None
-            and not any(name == b"expect" for name, _ in self.headers or ())
-        ):
-            self.inbound.start()
-        if self.deadline is not None:
-            exchange.arm(loop, self.deadline)
-
-
-@final
 class Watch:
     """One loop timer for every request of an application, instead of two per request.
 
@@ -355,18 +377,20 @@ class Watch:
     when they start and leave it when their response is done; the queue is in start order, so
     everyone's turn (start + the same delay) comes in that order too, and one timer, armed for
     the oldest request, is enough. A request still running when its turn comes is handed its
-    own deadline timer (:meth:`RequestRun.grown_up`).
+    own deadline timer (:meth:`Exchange.grown_up`).
     """
 
     __slots__ = ("_after", "_loop", "_runs", "_timer")
 
     def __init__(self, wall_time: float | None) -> None:
         self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
-        self._runs: OrderedDict[RequestRun, float] = OrderedDict()  # run -> when its turn comes
+        # run -> when its turn comes, in start order. A dict, not an OrderedDict: adding and
+        # removing (once per request each) cost a third as much.
+        self._runs: dict[Exchange, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, run: RequestRun, loop: asyncio.AbstractEventLoop, now: float) -> None:
+    def add(self, run: Exchange, loop: asyncio.AbstractEventLoop, now: float) -> None:
         if loop is not self._loop:
             # Another event loop (an app served by several in turn, as tests do): what was
             # queued belongs to the old one, whose timer (if it ever fires) is ignored.
@@ -378,7 +402,7 @@ class Watch:
         if self._timer is None:
             self._timer = loop.call_at(due, self._fire, loop)
 
-    def discard(self, run: RequestRun) -> None:
+    def discard(self, run: Exchange) -> None:
         self._runs.pop(run, None)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -387,12 +411,17 @@ class Watch:
         self._timer = None
         runs = self._runs
         ready = loop.time() + _TIMER_SLACK
-        while runs:
-            run, due = next(iter(runs.items()))
+        # One pass over the queue (the oldest first) for the turns that came, then they leave
+        # it: a dict's first item after deleting the ones before it is found by skipping
+        # their holes, so looking it up again after every deletion would be quadratic.
+        turns: list[Exchange] = []
+        for run, due in runs.items():
             if due > ready:
                 self._timer = loop.call_at(due, self._fire, loop)
-                return
-            del runs[run]
+                break
+            turns.append(run)
+        for run in turns:
+            runs.pop(run, None)
             try:
                 run.grown_up(loop)
             except Exception:  # one request's failure must not stop the others' timers

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -161,27 +161,29 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        self.write_text(text, lambda: record)
+        if not self.write_text(text):
+            self.handleError(record)
 
-    def write_text(self, text: str, record: Callable[[], logging.LogRecord]) -> None:
-        """Write one formatted line (``record()`` is what a failed write reports); the caller
-        holds the handler's lock, as ``Handler.handle`` does for ``emit``."""
+    def write_text(self, text: str) -> bool:
+        """Write one formatted line; False if that failed (the caller then reports it with
+        ``handleError``, as ``emit`` does). The caller holds the handler's lock, as
+        ``Handler.handle`` does for ``emit``."""
         try:
             self.stream.write(text + self.terminator)
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record())
-            return
+            return False
         if self._flush_scheduled:
-            return
+            return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
-            return
+            return True
         self._flush_scheduled = True
         loop.call_later(self.interval, self._scheduled_flush)
+        return True
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False

@@ -10,7 +10,7 @@ from typing import Any
 from tcpworkers.errors import ClientGone
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._context import ExecutionContext
-from tcpworkers.runtime._exchange import Exchange, Phase, RequestRun
+from tcpworkers.runtime._exchange import DONE, Exchange
 from tcpworkers.runtime._respond import Responder, end_scope, timed_out
 from tcpworkers.scope import RequestScope, use_scope
 
@@ -23,18 +23,22 @@ class AsgiServing(Responder):
     """``WorkerApp``'s half that serves ASGI-application workers."""
 
     async def _serve_asgi(
-        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        task: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         app = self.worker.asgi_app
         assert app is not None
-        loop = asyncio.get_running_loop()
         now = loop.time()
         settings = self.settings
-        run = RequestRun.begin(
-            scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
-        )
-        exchange, ctx, label = run.exchange, run.ctx, run.label
-        self._started(run, task)
+        exchange = Exchange(scope, send, None, settings.policy, settings.limits, task, now)
+        ctx, label = exchange.ctx, exchange.label
+        self._in_flight[task] = exchange.request_scope
+        if self._starters:
+            self._started(exchange.request_scope)
         state = dict(scope.get("state") or {})
         state["env"] = self.env
         state["ctx"] = ctx
@@ -55,13 +59,15 @@ class AsgiServing(Responder):
                 exchange.disconnected = True
             return message
 
-        with use_scope(run.request_scope):
+        with use_scope(exchange.request_scope):
             responded = False
             try:
                 try:
                     if not self._bindings_life.ready:
                         await self._bindings_life.ensure_started()
-                    await self._call_app(app, inner_scope, tracked_receive, tracked_send, run, loop)
+                    await self._call_app(
+                        app, inner_scope, tracked_receive, tracked_send, exchange, loop
+                    )
                 except OSError as exc:
                     if not exchange.disconnected:  # else: the client left, nothing to report
                         await self._asgi_failed(exchange, exc, label)
@@ -73,8 +79,9 @@ class AsgiServing(Responder):
                 if not responded:
                     await self._cut_off(exchange, exc, label)
             finally:
-                await end_scope(ctx, run.request_scope)
-                self._report(run)
+                await end_scope(ctx, exchange.request_scope)
+                if self._observers:
+                    self._report(exchange)
 
     async def _call_app(
         self,
@@ -82,29 +89,28 @@ class AsgiServing(Responder):
         scope: Scope,
         receive: Receive,
         send: Send,
-        run: RequestRun,
+        exchange: Exchange,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         """The application, under the wall-time deadline as ``asyncio.timeout_at`` would run
         it, for less: the app's ``Watch`` arms the deadline only for a request still running
         after ``_PUMP_DELAY`` (see "Timers" in ``_app.py``). The deadline's expiry becomes a
         504 (or an aborted response) here; the app's own errors go to the caller."""
-        exchange = run.exchange
         task = exchange.task
         cancelling = task.cancelling() if task is not None else 0
         watch = self._watch
-        watch.add(run, loop, loop.time())
+        watch.add(exchange, loop, loop.time())
         try:
             await app(scope, receive, send)
         except asyncio.CancelledError as exc:
             if not exchange.take_timeout_cancel(cancelling):
                 raise  # not the deadline's: the server's (see "Shutdown" in _app.py)
-            exchange.phase = Phase.DONE
-            watch.discard(run)
-            await self._wall_time_exceeded(exchange, timed_out(exc), run.label)
+            exchange.phase = DONE
+            watch.discard(exchange)
+            await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
         finally:
-            exchange.phase = Phase.DONE
-            watch.discard(run)
+            exchange.phase = DONE
+            watch.discard(exchange)
             exchange.disarm()
 
     async def _asgi_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
@@ -139,7 +145,7 @@ class AsgiServing(Responder):
             slot_timeout=limits.slot_timeout,
             label=f"WebSocket {path}",
         )
-        ctx = ExecutionContext(request_scope, label=f"WebSocket {path}")
+        ctx = ExecutionContext(request_scope, f"WebSocket {path}")
         state = dict(scope.get("state") or {})
         state["env"] = self.env
         state["ctx"] = ctx

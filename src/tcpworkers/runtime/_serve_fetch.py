@@ -13,8 +13,14 @@ from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, Client
 from tcpworkers.http._request import Request
 from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
-from tcpworkers.runtime._exchange import Exchange, Inbound, Phase, RequestRun
-from tcpworkers.runtime._respond import Responder, end_scope, plain_response, timed_out
+from tcpworkers.runtime._exchange import DONE, STREAMING, Exchange
+from tcpworkers.runtime._respond import (
+    Responder,
+    end_scope,
+    plain_response,
+    raw_headers,
+    timed_out,
+)
 from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
 from tcpworkers.scope._current import enter_scope, leave_scope
 
@@ -27,102 +33,130 @@ class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
     async def _serve_fetch(
-        self, scope: Scope, receive: Receive, send: Send, task: asyncio.Task[Any] | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        task: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        """A request, from its scope's start to its report: the HANDLER and STREAMING phases
+        under the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is
+        armed only for a request still running after ``_PUMP_DELAY``), then its ``wait_until``
+        work and the end of its scope.
+
+        The handler and its response run in this one coroutine, on purpose: every time the
+        handler waits for I/O, its resumption passes through each coroutine between it and the
+        task, and every coroutine costs instructions on every request, so the runtime keeps
+        that chain short. The common path calls no other coroutine of the runtime.
+        """
         now = loop.time()
         settings = self.settings
-        run = RequestRun.begin(
-            scope, send, policy=settings.policy, limits=settings.limits, task=task, now=now
-        )
-        exchange, ctx, request_scope = run.exchange, run.ctx, run.request_scope
-        self._started(run, task)
-        inbound = run.inbound = Inbound(receive, on_disconnect=exchange.client_gone)
-        run.headers = scope["headers"]
+        exchange = Exchange(scope, send, receive, settings.policy, settings.limits, task, now)
+        ctx, request_scope = exchange.ctx, exchange.request_scope
+        self._in_flight[task] = request_scope
+        if self._starters:
+            self._started(request_scope)
         token = enter_scope(request_scope)
+        watch = self._watch
         responded = False
         try:
-            request = Request._from_asgi(scope, inbound)
-            await self._respond(request, run, loop, now)
+            request = Request._from_asgi(scope, exchange)  # the exchange is its body stream
+            cancelling = task.cancelling()
+            watch.add(exchange, loop, now)
+            response: Response | None
+            try:
+                try:
+                    if not self._bindings_life.ready:
+                        await self._bindings_life.ensure_started()
+                    result = await self._invoke(request, self.env, ctx)
+                except asyncio.CancelledError as exc:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # we are being cancelled (client gone, wall time, shutdown)
+                    response = self._handler_failed(exchange, exc, exchange.label, request)
+                except Exception as exc:
+                    response = self._handler_error(request, exchange, exc)
+                else:
+                    response = (
+                        result
+                        if type(result) is Response
+                        else self._handler_result(request, exchange, result)
+                    )
+                if response is not None:  # None: the client left while the handler failed
+                    exchange.phase = STREAMING
+                    if response._origin is not None:
+                        response = await self._opened_origin(response, exchange)
+                    data = response._body._data
+                    if data is not None and not exchange.head:
+                        # Most responses: both messages in one step, sent from here (what
+                        # Exchange.whole does, without one more coroutine per request).
+                        exchange.status = status = response._status
+                        exchange.started = True
+                        headers = raw_headers(response, data)
+                        try:
+                            await send(
+                                {
+                                    "type": "http.response.start",
+                                    "status": status,
+                                    "headers": headers,
+                                }
+                            )
+                            await send(
+                                {"type": "http.response.body", "body": data, "more_body": False}
+                            )
+                        except OSError as exc:
+                            raise ClientGone from exc
+                        exchange.complete = True
+                    else:
+                        await self._send_response(response, exchange)
+                    exchange.phase = DONE
+            except asyncio.CancelledError as exc:
+                if exchange.take_timeout_cancel(cancelling):
+                    exchange.phase = DONE
+                    watch.discard(exchange)
+                    await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
+                elif not exchange.take_disconnect_cancel():
+                    raise
+            except ClientGone:
+                exchange.disconnected = True
+            except Exception as exc:  # a TimeoutError here is the worker's, not the deadline's
+                self._stream_failed(exchange, exc)
+            finally:
+                exchange.phase = DONE
+                watch.discard(exchange)
+                if exchange._deadline_timer is not None or exchange._expiring:
+                    exchange.disarm()
+            if exchange._cancel_requested:
+                # The handler swallowed our cancellation; the client is gone all the same.
+                exchange.take_disconnect_cancel()
             responded = True
-            if ctx.pending:
-                await self._drain(ctx, run.label)
-            else:
-                ctx._end()  # later wait_until() calls are refused
+            if ctx._tasks:
+                await self._drain(ctx, exchange.label)
         except asyncio.CancelledError as exc:
-            # Only the server cancels from outside (a client leaving is handled in
-            # _respond): see "Shutdown" in _app.py. Not re-raised: uvicorn would log it
-            # as "Exception in ASGI application".
+            # Only the server cancels from outside (a client leaving is handled above): see
+            # "Shutdown" in _app.py. Not re-raised: uvicorn would log it as "Exception in ASGI
+            # application".
             if not responded:
-                await self._cut_off(exchange, exc, run.label)
+                await self._cut_off(exchange, exc, exchange.label)
         finally:
             try:
-                exchange.phase = Phase.DONE
-                inbound.stop()
-                if ctx.pending or not request_scope.close_if_idle():
+                exchange.phase = DONE
+                inbound = exchange.inbound
+                if inbound is not None:
+                    inbound.stop()
+                # Later wait_until() calls are refused from here on: end_scope ends ctx, or
+                # this does, before anything else can run.
+                if ctx._tasks or not request_scope.close_if_idle():
                     await end_scope(ctx, request_scope)
                 else:
-                    ctx._end()
-                self._report(run, inbound.disconnected)
+                    ctx._ended = True
+                if self._observers:
+                    self._report(exchange, inbound is not None and inbound.disconnected)
             finally:
                 leave_scope(token)
 
-    async def _respond(
-        self, request: Request, run: RequestRun, loop: asyncio.AbstractEventLoop, now: float
-    ) -> None:
-        """The HANDLER and STREAMING phases, under the wall-time deadline (see "Timers" in
-        ``_app.py``: the deadline's timer is armed only for a request still running after
-        ``_PUMP_DELAY``)."""
-        exchange = run.exchange
-        task = exchange.task
-        cancelling = task.cancelling() if task is not None else 0
-        watch = self._watch
-        watch.add(run, loop, now)
-        label = run.label
-        response: Response | None
-        try:
-            # The handler, then its response, in this one coroutine: every time the handler
-            # waits for I/O, its resumption passes through each coroutine between it and the
-            # task, so the runtime keeps that chain short.
-            try:
-                if not self._bindings_life.ready:
-                    await self._bindings_life.ensure_started()
-                result = await self.worker._handle(request, self.env, run.ctx)
-            except asyncio.CancelledError as exc:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being cancelled (client gone, wall time, server shutdown)
-                response = self._handler_failed(exchange, exc, label, request)  # its own
-            except Exception as exc:
-                response = self._handler_error(request, exchange, exc, label)
-            else:
-                response = self._handler_result(request, exchange, result, label)
-            if response is not None:  # None: the client left while the handler failed
-                exchange.phase = Phase.STREAMING
-                if response._origin is not None:
-                    response = await self._opened_origin(response, exchange, label)
-                await self._send_response(response, exchange, run.inbound)
-                exchange.phase = Phase.DONE
-        except asyncio.CancelledError as exc:
-            if exchange.take_timeout_cancel(cancelling):
-                exchange.phase = Phase.DONE
-                watch.discard(run)
-                await self._wall_time_exceeded(exchange, timed_out(exc), label)
-            elif not exchange.take_disconnect_cancel():
-                raise
-        except ClientGone:
-            exchange.disconnected = True
-        except Exception as exc:  # a TimeoutError here is the worker's own, not the deadline's
-            self._stream_failed(exchange, exc, label)
-        finally:
-            exchange.phase = Phase.DONE
-            watch.discard(run)
-            exchange.disarm()
-        if exchange._cancel_requested:
-            # The handler swallowed our cancellation; the client is gone all the same.
-            exchange.take_disconnect_cancel()
-
-    async def _opened_origin(self, response: Response, exchange: Exchange, label: str) -> Response:
+    async def _opened_origin(self, response: Response, exchange: Exchange) -> Response:
         """``Response(sock.readable)``: no status line before the socket opened (a 502 if it
         does not)."""
         origin = exchange.origin = response._origin
@@ -131,20 +165,22 @@ class FetchServing(Responder):
         if failure is None:
             return response
         exchange.error = failure
-        return bad_gateway(failure, label, origin, dev=self.settings.mode == "dev")
+        return bad_gateway(failure, exchange.label, origin, dev=self.settings.mode == "dev")
 
-    def _stream_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:
+    def _stream_failed(self, exchange: Exchange, exc: BaseException) -> None:
         # The response had started (errors before that became a 500 in _call_handler): all we
         # can do is abort it, which the server does when the app returns without completing.
         exchange.error = exc
+        label = exchange.label
         if log_broken_stream(exc, label, exchange.origin):
             return
         logger.error("%s: the response body failed while being sent; aborted", label, exc_info=exc)
 
     def _handler_error(
-        self, request: Request, exchange: Exchange, exc: Exception, label: str
+        self, request: Request, exchange: Exchange, exc: Exception
     ) -> Response | None:
         """The response to a handler's exception (None: the client is gone)."""
+        label = exchange.label
         if isinstance(exc, BodyTooLargeError):
             exchange.error = exc
             logger.info("%s: %s", label, exc)
@@ -154,10 +190,9 @@ class FetchServing(Responder):
             return None
         return self._handler_failed(exchange, exc, label, request)
 
-    def _handler_result(
-        self, request: Request, exchange: Exchange, result: object, label: str
-    ) -> Response:
-        """The handler's response, or a 500 when it returned something else."""
+    def _handler_result(self, request: Request, exchange: Exchange, result: object) -> Response:
+        """The handler's response, or a 500 when it returned something else (the caller took
+        the common case, ``type(result) is Response``, without a call)."""
         if isinstance(result, Response):
             return result
         error = TypeError(
@@ -165,4 +200,4 @@ class FetchServing(Responder):
             "a handler must return a tcpworkers.Response, e.g. Response('text') or "
             "Response.json(data)"
         )
-        return self._handler_failed(exchange, error, label, request)
+        return self._handler_failed(exchange, error, exchange.label, request)
