@@ -16,7 +16,13 @@ from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Dialer, Target, literal_target, system_resolve
 
-__all__ = ["decide", "denial_advice", "permitted_targets", "remembered_targets"]
+__all__ = [
+    "decide",
+    "denial_advice",
+    "permitted_targets",
+    "remembered_target",
+    "remembered_targets",
+]
 
 # Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
 # spellings, walking the class tables); a worker talks to the same few destinations over and
@@ -52,6 +58,16 @@ def remembered_targets(policy: EgressPolicy, host: str, port: int) -> list[Targe
     entry = _fixed.get((id(policy), host, port))
     if entry is not None and entry[0] is policy:
         return list(entry[1])
+    return None
+
+
+def remembered_target(policy: EgressPolicy, host: str, port: int) -> Target | None:
+    """The one address :func:`remembered_targets` holds for ``host``, or ``None`` (none, or
+    several to choose from). With one address, a family filter keeps it whatever its family
+    (the filters fall back to every address), so the caller needs no list at all."""
+    entry = _fixed.get((id(policy), host, port))
+    if entry is not None and entry[0] is policy and len(entry[1]) == 1:
+        return entry[1][0]
     return None
 
 
