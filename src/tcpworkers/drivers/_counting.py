@@ -123,6 +123,9 @@ class CountedTransport(asyncio.Transport):
         value = self._transport.get_extra_info(name, default)
         if name == "socket" and value is not None:
             self._conn.note_socket(value)
+            # Noted once is enough (the connection keeps the first socket it was told of), so
+            # from now on this view's get_extra_info is the loop transport's own method.
+            self.__dict__["get_extra_info"] = self._transport.get_extra_info
         return value
 
     # -- passed through ---------------------------------------------------------------------
