@@ -10,11 +10,12 @@ and report the connection's loss, which frees the slot (see ``_loop.py`` for the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
-from tcpworkers.drivers._companions import remember_socket
 from tcpworkers.drivers._counting import CountedTransport, counted_transport
 from tcpworkers.scope import RequestScope
+from tcpworkers.sockets._address import format_hostport
 
 __all__ = ["ProxyBase", "TrackedConnection"]
 
@@ -23,22 +24,24 @@ class TrackedConnection:
     """One driver connection as its request scope sees it (a ``ScopedResource``)."""
 
     __slots__ = (
+        "_description",
         "_lost",
         "_noted",
         "_over",
         "_view",
         "bytes_in",
         "bytes_out",
-        "description",
         "scope",
         "transport",
     )
 
     opened_by_driver = True  # named in the scope's warning when the request leaves it open
 
-    def __init__(self, scope: RequestScope, description: str) -> None:
+    def __init__(self, scope: RequestScope, description: str | tuple[Any, ...]) -> None:
+        """``description``: the text, or the ``(host, port, ...)`` the connection goes to,
+        rendered as ``connection to host:port (driver)`` when first read (most never are)."""
         self.scope = scope
-        self.description = description
+        self._description = description
         self.transport: asyncio.BaseTransport | None = None
         self.bytes_in = 0
         self.bytes_out = 0  # counted by the CountedTransport the driver writes to
@@ -46,6 +49,19 @@ class TrackedConnection:
         self._lost: asyncio.Future[None] | None = None  # made only when close() must wait
         self._view: CountedTransport | None = None
         self._noted = False
+
+    @property
+    def description(self) -> str:
+        where = self._description
+        if isinstance(where, str):
+            return where
+        text = f"connection to {format_hostport(str(where[0]), int(where[1]))} (driver)"
+        self._description = text
+        return text
+
+    @description.setter
+    def description(self, text: str) -> None:
+        self._description = text
 
     def describe(self) -> str:
         return self.description
@@ -95,18 +111,29 @@ class TrackedConnection:
         (see ``_companions.py``)."""
         if not self._noted:
             self._noted = True
-            remember_socket(self.scope, sock, self)
+            self.scope.note_socket(self, sock)
 
     def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
         """The transport the driver sees (see ``_counting.py``), one per loop transport."""
-        if self._view is None or self._view.wrapped is not transport:
-            self._view = counted_transport(transport, self)
-        return self._view
+        view = self._view
+        if view is None or view._transport is not transport:
+            view = self._view = counted_transport(transport, self)
+        return view
 
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         if isinstance(protocol, asyncio.BufferedProtocol):
             return _BufferedProxy(protocol, self)
-        return _ProtocolProxy(cast(asyncio.Protocol, protocol), self)
+        return _ProtocolProxy(protocol, self)
+
+    def make_protocol(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol]
+    ) -> asyncio.BaseProtocol:
+        """``wrap(protocol_factory())``, as the loop's protocol factory (bound with
+        ``functools.partial``): once per connection, so one Python frame, not a lambda's too."""
+        protocol = protocol_factory()
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            return _BufferedProxy(protocol, self)
+        return _ProtocolProxy(protocol, self)
 
 
 class ProxyBase:
@@ -156,9 +183,11 @@ class _ProtocolProxy(ProxyBase, asyncio.Protocol):
 
 class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
     def __init__(self, app: Any, conn: TrackedConnection) -> None:
-        super().__init__(app, conn)
+        # ProxyBase.__init__'s work, without the extra frame (once per connection).
+        self._app = app
+        self._conn = conn
         # Nothing to count when the loop asks for a buffer: let it call the driver directly.
-        vars(self)["get_buffer"] = app.get_buffer
+        self.__dict__["get_buffer"] = app.get_buffer
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._app.get_buffer(sizehint)  # replaced per instance in __init__
