@@ -30,7 +30,8 @@ from typing import Any, Final, cast
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError
-from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
+from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._current import connection_scope
 from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer, system_resolve
@@ -197,8 +198,7 @@ class EntryPointsMixin:
         base: Any = super()  # the event loop class this mixin is combined with
         if is_trusted():
             return cast(None, await base.sock_connect(sock, address))
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         family = family_of(sock)
         # Neither base loop's sock_connect calls a gated method, nor any code of the caller's,
         # so the connect needs no trusted block (which would cost four contextvar operations).
@@ -221,8 +221,7 @@ class EntryPointsMixin:
         base: Any = super()
         if is_trusted():
             return cast(int, await base.sock_sendto(sock, data, address))
-        check_connections_allowed()
-        target = await _permitted(current_scope(), address, family_of(sock))
+        target = await _permitted(connection_scope(), address, family_of(sock))
         return cast(int, await base.sock_sendto(sock, data, target.sockaddr))
 
     async def create_datagram_endpoint(  # type: ignore[no-untyped-def]
@@ -235,8 +234,7 @@ class EntryPointsMixin:
             return await base.create_datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, family=family, sock=sock, **kwargs
             )
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         if sock is not None:
             if scope is not None:
                 raise _refuse(

@@ -65,7 +65,8 @@ from tcpworkers.drivers._tracked import ProxyBase, TrackedConnection
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import local_connector
-from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
+from tcpworkers.scope import RequestScope
+from tcpworkers.scope._current import connection_scope
 from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._dial import current_dialer
 from tcpworkers.sockets._open import open_gated, remembered_dial
@@ -110,8 +111,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                 server_hostname=server_hostname,
                 **kwargs,
             )
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         if scope is None:
             return await _outside_scopes(
                 base,
@@ -140,10 +140,12 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         if sock is None:
             peer, sock_family = None, -1
             conn = TrackedConnection(scope, to)
+            taken = take_slot(scope, conn)
         else:
             peer, sock_family = peer_of(sock), family_of(sock)
             conn = TrackedConnection(scope, describe_peer(sock_family, peer))
-        if not claim_slot(scope, conn, sock):  # or continues a re-connected socket's slot
+            taken = claim_slot(scope, conn, sock)  # or continues a re-connected socket's slot
+        if not taken:
             await scope.acquire(conn)
         factory = functools.partial(conn.make_protocol, protocol_factory)
         started = time.perf_counter()
@@ -160,14 +162,13 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                     sock.close()
                     raise
             else:
-                dialer = current_dialer()
                 # open_gated's own shortcut, without its coroutine: the one address the gate
                 # permitted before for a host that needs no resolver, dialled by the loop
                 # itself where that is not gated again (uvloop; see _dials_ungated there).
                 target = (
                     None
                     if isinstance(self, asyncio.BaseEventLoop)
-                    else remembered_dial(scope.policy, to[0], to[1], dialer)
+                    else remembered_dial(scope.policy, to[0], to[1])
                 )
                 if target is not None:
                     transport, protocol = await base.create_connection(
@@ -186,7 +187,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                         to[1],
                         policy=scope.policy,
                         scope=scope,
-                        dialer=dialer,
+                        dialer=current_dialer(),
                         family=family,
                         ssl=ssl,
                         server_hostname=server_hostname,
@@ -195,8 +196,8 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         except BaseException:
             scope.release(conn)
             raise
-        finally:
-            scope.record_connect(time.perf_counter() - started)
+        finally:  # scope.record_connect()'s work, without its frame
+            scope.stats.connect_seconds += time.perf_counter() - started
         # The protocol the loop made is conn's proxy around the driver's (no cast(): a call).
         return conn.view(transport), protocol._app
 
@@ -209,8 +210,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         base: Any = super()  # the event loop class this mixin is combined with
         if is_trusted():
             return await base.create_unix_connection(protocol_factory, path, **kwargs)
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         local = False  # the runtime's own listener (a pool binding)
         if path is not None or kwargs.get("sock") is None:
             local = decide_unix(scope, str(path), f"could not connect to {path}: ")

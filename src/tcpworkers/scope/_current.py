@@ -19,6 +19,7 @@ from tcpworkers.scope._scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, R
 
 __all__ = [
     "check_connections_allowed",
+    "connection_scope",
     "current_scope",
     "enter_scope",
     "forbid_connections",
@@ -53,6 +54,19 @@ def check_connections_allowed() -> None:
     reason = _forbidden.get()
     if reason is not None:
         raise ConnectNotAllowedError(reason)
+
+
+def connection_scope() -> RequestScope | None:
+    """:func:`check_connections_allowed`, then :func:`current_scope`: what every gated door
+    asks before opening a connection, in one call (it runs once per connection).
+
+    Raises:
+        ConnectNotAllowedError: inside :func:`forbid_connections`.
+    """
+    reason = _forbidden.get()
+    if reason is not None:
+        raise ConnectNotAllowedError(reason)
+    return _current.get()
 
 
 def current_scope() -> RequestScope | None:

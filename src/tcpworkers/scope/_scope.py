@@ -169,7 +169,8 @@ class RequestScope:
         Raises:
             ScopeClosedError: the scope ended.
         """
-        self._check_open(resource)
+        if self._closed:
+            self._check_open(resource)  # raises
         if len(self._open) < self.max_sockets and not self._waiters:
             self._take(resource)
             return True
@@ -328,10 +329,14 @@ class RequestScope:
         )
 
     def _take(self, resource: ScopedResource) -> None:
+        # Once per connection: _remember's and max()'s work inline.
         self._open[resource] = None
-        self._remember(resource)
-        self.stats.sockets_opened += 1
-        self.stats.peak_open = max(self.stats.peak_open, len(self._open))
+        if len(self._history) < HISTORY_SIZE:
+            self._history.append(resource)
+        stats = self.stats
+        stats.sockets_opened += 1
+        if len(self._open) > stats.peak_open:
+            stats.peak_open = len(self._open)
 
     def _remember(self, resource: ScopedResource) -> None:
         if len(self._history) < HISTORY_SIZE:

@@ -26,7 +26,7 @@ from typing import Any
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.scope import RequestScope
 from tcpworkers.scope._trust import is_trusted, trusted_connections
-from tcpworkers.sockets._dial import Dialer, Target, system_connect, system_resolve
+from tcpworkers.sockets._dial import Dialer, Target, _dialer, system_connect, system_resolve
 from tcpworkers.sockets._gate import permitted_targets, remembered_target, remembered_targets
 
 __all__ = ["CreateConnection", "open_gated", "remembered_dial"]
@@ -110,16 +110,19 @@ async def open_gated(
         raise
 
 
-def remembered_dial(policy: EgressPolicy, host: str, port: int, dialer: Dialer) -> Target | None:
+def remembered_dial(policy: EgressPolicy, host: str, port: int) -> Target | None:
     """The address :func:`open_gated` would have the loop dial itself, known without a
     coroutine: the one address the gate permitted before for a host that needs no resolver,
-    with the system resolver and connector. ``None``: call :func:`open_gated`.
+    with the system resolver and connector (the current dialer's; read here, the context
+    variable itself, to spare the caller a ``current_dialer()`` frame). ``None``: call
+    :func:`open_gated`.
 
     For a caller whose ``create_connection`` dials ungated (see :func:`_dials_ungated`) and
     that passes no ``before_tls``: it then calls ``create_connection(factory, target.ip,
     port, ...)`` itself, exactly as ``open_gated`` would, one coroutine sooner. Denials are
     never remembered, so they always go through ``open_gated`` (decided and counted).
     """
+    dialer = _dialer.get()
     if dialer.resolve is system_resolve and dialer.connect is system_connect:
         return remembered_target(policy, host, port)
     return None
