@@ -34,7 +34,7 @@ from tcpworkers.scope import RequestScope, current_scope
 from tcpworkers.scope._current import connection_scope
 from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import Target, current_dialer, system_resolve
+from tcpworkers.sockets._dial import Target, current_dialer
 from tcpworkers.sockets._gate import decide, permitted_targets, remembered_target
 
 __all__ = [
@@ -209,10 +209,8 @@ class EntryPointsMixin:
         # What the gate permitted before for a host that needs no resolver (aiohttp connects
         # this way to every IP literal): no coroutine to decide it again. Denials are never
         # remembered, so a denied address is decided (and counted) every time.
-        target = None
-        if current_dialer().resolve is system_resolve:
-            policy = scope.policy if scope is not None else default_policy()
-            target = remembered_target(policy, str(address[0]), int(address[1]))
+        policy = scope.policy if scope is not None else default_policy()
+        target = remembered_target(policy, str(address[0]), int(address[1]))
         if target is None:
             target = await _permitted(scope, address, family)
         await base.sock_connect(sock, target.sockaddr)

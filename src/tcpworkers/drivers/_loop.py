@@ -69,7 +69,8 @@ from tcpworkers.scope import RequestScope
 from tcpworkers.scope._current import connection_scope
 from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._dial import current_dialer
-from tcpworkers.sockets._open import open_gated, remembered_dial
+from tcpworkers.sockets._gate import remembered_target
+from tcpworkers.sockets._open import open_gated
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
 
@@ -168,7 +169,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                 target = (
                     None
                     if isinstance(self, asyncio.BaseEventLoop)
-                    else remembered_dial(scope.policy, to[0], to[1])
+                    else remembered_target(scope.policy, to[0], to[1], dials=True)
                 )
                 if target is not None:
                     transport, protocol = await base.create_connection(

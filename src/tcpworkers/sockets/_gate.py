@@ -14,7 +14,14 @@ from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
 from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import Dialer, Target, literal_target, system_resolve
+from tcpworkers.sockets._dial import (
+    Dialer,
+    Target,
+    _dialer,
+    literal_target,
+    system_connect,
+    system_resolve,
+)
 
 __all__ = [
     "decide",
@@ -61,10 +68,21 @@ def remembered_targets(policy: EgressPolicy, host: str, port: int) -> list[Targe
     return None
 
 
-def remembered_target(policy: EgressPolicy, host: str, port: int) -> Target | None:
-    """The one address :func:`remembered_targets` holds for ``host``, or ``None`` (none, or
-    several to choose from). With one address, a family filter keeps it whatever its family
-    (the filters fall back to every address), so the caller needs no list at all."""
+def remembered_target(
+    policy: EgressPolicy, host: str, port: int, *, dials: bool = False
+) -> Target | None:
+    """The one address :func:`remembered_targets` holds for ``host``, when the current dialer
+    resolves with the system resolver (and, with ``dials``, connects with the system connector:
+    the caller then has its loop dial the address itself, as ``open_gated`` does); else
+    ``None`` (ask :func:`permitted_targets`, or ``open_gated``).
+
+    With one address, a family filter keeps it whatever its family (the filters fall back to
+    every address), so the caller needs no list at all. For the gated loop's per-connection
+    path: one call (the dialer's context variable read here) and no coroutine.
+    """
+    dialer = _dialer.get()
+    if dialer.resolve is not system_resolve or (dials and dialer.connect is not system_connect):
+        return None
     entry = _fixed.get((id(policy), host, port))
     if entry is not None and entry[0] is policy and len(entry[1]) == 1:
         return entry[1][0]

@@ -26,10 +26,10 @@ from typing import Any
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.scope import RequestScope
 from tcpworkers.scope._trust import is_trusted, trusted_connections
-from tcpworkers.sockets._dial import Dialer, Target, _dialer, system_connect, system_resolve
-from tcpworkers.sockets._gate import permitted_targets, remembered_target, remembered_targets
+from tcpworkers.sockets._dial import Dialer, system_connect, system_resolve
+from tcpworkers.sockets._gate import permitted_targets, remembered_targets
 
-__all__ = ["CreateConnection", "open_gated", "remembered_dial"]
+__all__ = ["CreateConnection", "open_gated"]
 
 CreateConnection = Callable[..., Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
 
@@ -69,7 +69,9 @@ async def open_gated(
     itself (no lookup happens for a literal); on uvloop this is ~60 us cheaper than
     ``sock_connect`` + ``create_connection(sock=)``. Otherwise (and on the stdlib loop unless
     the caller is trusted: see ``_dials_ungated``) the dialer connects (happy eyeballs over the
-    permitted addresses) and the transport is built on its socket.
+    permitted addresses) and the transport is built on its socket. (The gated loop's
+    ``create_connection`` takes the same shortcut itself for an address remembered by
+    ``_gate.remembered_target(..., dials=True)``, without this coroutine.)
 
     Raises:
         EgressDeniedError: the policy permits none of the addresses.
@@ -108,24 +110,6 @@ async def open_gated(
     except BaseException:
         sock.close()
         raise
-
-
-def remembered_dial(policy: EgressPolicy, host: str, port: int) -> Target | None:
-    """The address :func:`open_gated` would have the loop dial itself, known without a
-    coroutine: the one address the gate permitted before for a host that needs no resolver,
-    with the system resolver and connector (the current dialer's; read here, the context
-    variable itself, to spare the caller a ``current_dialer()`` frame). ``None``: call
-    :func:`open_gated`.
-
-    For a caller whose ``create_connection`` dials ungated (see :func:`_dials_ungated`) and
-    that passes no ``before_tls``: it then calls ``create_connection(factory, target.ip,
-    port, ...)`` itself, exactly as ``open_gated`` would, one coroutine sooner. Denials are
-    never remembered, so they always go through ``open_gated`` (decided and counted).
-    """
-    dialer = _dialer.get()
-    if dialer.resolve is system_resolve and dialer.connect is system_connect:
-        return remembered_target(policy, host, port)
-    return None
 
 
 def _dials_ungated(create_connection: CreateConnection) -> bool:
