@@ -62,7 +62,9 @@ def _forward(name: str) -> Any:
 class CountedTransport(asyncio.Transport):
     """A driver's view of a gated connection's transport (see the module docstring)."""
 
-    # No __slots__: get_extra_info is replaced in the instance __dict__ (see there).
+    # No __slots__: a driver may keep attributes of its own on its transport, as it could on
+    # the loop's. (Written only by ordinary attribute stores, so the instance keeps its inline
+    # values and never materialises a __dict__.)
 
     def __init__(self, transport: asyncio.BaseTransport, conn: Counter) -> None:
         # No super().__init__(): its only work is an extra-info dict, and get_extra_info is
@@ -103,7 +105,9 @@ class CountedTransport(asyncio.Transport):
             self._conn.note_socket(value)
             # Noted once is enough (the connection keeps the first socket it was told of), so
             # from now on this view's get_extra_info is the loop transport's own method.
-            self.__dict__["get_extra_info"] = self._transport.get_extra_info
+            # (An ordinary attribute store: touching __dict__ would turn the view's inline
+            # attribute values into a real dict, which every later attribute read pays for.)
+            self.get_extra_info = self._transport.get_extra_info  # type: ignore[method-assign]
         return value
 
     # -- passed through ---------------------------------------------------------------------

@@ -144,7 +144,11 @@ class ProxyBase:
     be counted or noted passes through the proxy. Only loops see a proxy (a driver asking its
     transport for the protocol gets its own, see ``_counting.py``), so it forwards exactly the
     protocol methods and has no ``__getattr__``, which would slow every attribute access on it.
+    Slotted: the loop reads ``_app``/``_conn`` on every callback, and an instance dict would
+    be one more object per connection for the garbage collector.
     """
+
+    __slots__ = ("_app", "_conn")
 
     def __init__(self, app: Any, conn: TrackedConnection) -> None:
         self._app = app
@@ -176,21 +180,23 @@ class ProxyBase:
 
 
 class _ProtocolProxy(ProxyBase, asyncio.Protocol):
+    __slots__ = ()
+
     def data_received(self, data: bytes) -> None:
         self._conn.bytes_in += len(data)
         self._app.data_received(data)
 
 
 class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
+    # Nothing to count when the loop asks for a buffer: the loop gets the driver's own bound
+    # get_buffer, from a slot that shadows BufferedProtocol's method.
+    __slots__ = ("get_buffer",)
+
     def __init__(self, app: Any, conn: TrackedConnection) -> None:
         # ProxyBase.__init__'s work, without the extra frame (once per connection).
         self._app = app
         self._conn = conn
-        # Nothing to count when the loop asks for a buffer: let it call the driver directly.
-        self.__dict__["get_buffer"] = app.get_buffer
-
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._app.get_buffer(sizehint)  # replaced per instance in __init__
+        self.get_buffer = app.get_buffer  # type: ignore[method-assign]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._conn.bytes_in += nbytes
