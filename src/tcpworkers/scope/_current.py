@@ -117,8 +117,11 @@ def request_scope(
 ) -> contextlib.AbstractAsyncContextManager[RequestScope]:
     """Run a block as one request: connections opened inside belong to it and are closed at the
     end of the block, whatever happens (``async with request_scope(...) as scope:``)."""
-    scope = RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
-    return _RequestScopeBlock(scope)
+    block = _RequestScopeBlock()  # no __init__ of its own: a Python one costs a frame more
+    block._scope = RequestScope(
+        policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label
+    )
+    return block
 
 
 @final
@@ -127,8 +130,8 @@ class _RequestScopeBlock:
     # costs about twice as much.
     __slots__ = ("_scope", "_token")
 
-    def __init__(self, scope: RequestScope) -> None:
-        self._scope = scope
+    _scope: RequestScope
+    _token: contextvars.Token[RequestScope | None]
 
     async def __aenter__(self) -> RequestScope:
         self._token = _current.set(self._scope)
