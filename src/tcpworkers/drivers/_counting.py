@@ -66,11 +66,15 @@ class CountedTransport(asyncio.Transport):
     # the loop's. (Written only by ordinary attribute stores, so the instance keeps its inline
     # values and never materialises a __dict__.)
 
-    def __init__(self, transport: asyncio.BaseTransport, conn: Counter) -> None:
-        # No super().__init__(): its only work is an extra-info dict, and get_extra_info is
-        # the loop transport's here.
-        self._transport: Any = transport
-        self._conn = conn
+    # Made only by counted_transport(), which sets _transport and _conn. No Python __init__:
+    # calling a class whose __init__ is Python costs an argument tuple and a frame (once per
+    # connection), and BaseTransport's would only make an extra-info dict this view never uses
+    # (get_extra_info is the loop transport's).
+    if not TYPE_CHECKING:
+        __init__ = object.__init__
+
+    _transport: Any
+    _conn: Counter
 
     @property
     def wrapped(self) -> asyncio.BaseTransport:
@@ -159,7 +163,10 @@ def counted_transport(transport: asyncio.BaseTransport, conn: Counter) -> Counte
     view_class = _view_classes.get(kind)
     if view_class is None:
         view_class = _view_classes[kind] = _view_class_for(kind)
-    return view_class(transport, conn)
+    view = view_class()
+    view._transport = transport
+    view._conn = conn
+    return view
 
 
 def _view_class_for(kind: type) -> type[CountedTransport]:

@@ -121,19 +121,27 @@ class TrackedConnection:
         return view
 
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
-        if isinstance(protocol, asyncio.BufferedProtocol):
-            return _BufferedProxy(protocol, self)
-        return _ProtocolProxy(protocol, self)
+        """``protocol`` behind a new proxy of this connection."""
+        return self.make_protocol(lambda: protocol)
 
     def make_protocol(
         self, protocol_factory: Callable[[], asyncio.BaseProtocol]
     ) -> asyncio.BaseProtocol:
         """``wrap(protocol_factory())``, as the loop's protocol factory (bound with
-        ``functools.partial``): once per connection, so one Python frame, not a lambda's too."""
-        protocol = protocol_factory()
-        if isinstance(protocol, asyncio.BufferedProtocol):
-            return _BufferedProxy(protocol, self)
-        return _ProtocolProxy(protocol, self)
+        ``functools.partial``): once per connection, so one Python frame, not a lambda's too.
+        The proxies have no Python ``__init__`` (it would cost an argument tuple and a frame):
+        their slots are filled here."""
+        app: Any = protocol_factory()
+        proxy: _BufferedProxy | _ProtocolProxy
+        if isinstance(app, asyncio.BufferedProtocol):
+            buffered = proxy = _BufferedProxy()
+            # Nothing to count when the loop asks for a buffer: it gets the driver's own.
+            buffered.get_buffer = app.get_buffer  # type: ignore[method-assign]
+        else:
+            proxy = _ProtocolProxy()
+        proxy._app = app
+        proxy._conn = self
+        return proxy
 
 
 class ProxyBase:
@@ -150,9 +158,8 @@ class ProxyBase:
 
     __slots__ = ("_app", "_conn")
 
-    def __init__(self, app: Any, conn: TrackedConnection) -> None:
-        self._app = app
-        self._conn = conn
+    _app: Any
+    _conn: TrackedConnection
 
     @property
     def _tcpworkers_app(self) -> Any:
@@ -188,15 +195,9 @@ class _ProtocolProxy(ProxyBase, asyncio.Protocol):
 
 
 class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
-    # Nothing to count when the loop asks for a buffer: the loop gets the driver's own bound
-    # get_buffer, from a slot that shadows BufferedProtocol's method.
+    # The loop gets the driver's own bound get_buffer (see make_protocol), from a slot that
+    # shadows BufferedProtocol's method.
     __slots__ = ("get_buffer",)
-
-    def __init__(self, app: Any, conn: TrackedConnection) -> None:
-        # ProxyBase.__init__'s work, without the extra frame (once per connection).
-        self._app = app
-        self._conn = conn
-        self.get_buffer = app.get_buffer  # type: ignore[method-assign]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._conn.bytes_in += nbytes
