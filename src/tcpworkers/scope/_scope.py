@@ -135,7 +135,9 @@ class RequestScope:
         self.stats = ScopeStats()
         self._open: dict[ScopedResource, None] = {}  # insertion-ordered set
         self._history: list[ScopedResource] = []  # every connection that took a slot (bounded)
-        self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] = deque()
+        # Made by the first acquire that has to wait: most requests never do, and a deque
+        # costs about 1k instructions to make and free (every request makes a scope).
+        self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] | None = None
         self._closed = False
         self._sockets: dict[ScopedResource, object] | None = None  # see note_socket
 
@@ -147,7 +149,7 @@ class RequestScope:
     @property
     def waiting(self) -> int:
         """How many connections are waiting for a slot now."""
-        return len(self._waiters)
+        return 0 if self._waiters is None else len(self._waiters)
 
     @property
     def open_resources(self) -> tuple[ScopedResource, ...]:
@@ -192,7 +194,10 @@ class RequestScope:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (waiter, resource)
-        self._waiters.append(entry)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = deque()
+        waiters.append(entry)
         started = loop.time()
         try:
             # Every open connection now reports its end (see _reap), so a freed slot resolves
@@ -200,8 +205,8 @@ class RequestScope:
             async with asyncio.timeout(self.slot_timeout):
                 await asyncio.shield(waiter)
         except BaseException as exc:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+            if entry in waiters:
+                waiters.remove(entry)
             if waiter.done():
                 self.release(resource)  # the slot arrived as we gave up: hand it on
             else:
@@ -226,8 +231,9 @@ class RequestScope:
         del self._open[resource]
         self.stats.bytes_in += resource.bytes_in
         self.stats.bytes_out += resource.bytes_out
-        while self._waiters and len(self._open) < self.max_sockets:
-            waiter, waiting = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters and len(self._open) < self.max_sockets:
+            waiter, waiting = waiters.popleft()
             if not waiter.done():
                 self._take(waiting)
                 waiter.set_result(None)
@@ -286,8 +292,9 @@ class RequestScope:
     async def aclose(self) -> None:
         """End the scope: refuse new connections, close (then abort) every one still open."""
         self._closed = True
-        while self._waiters:
-            waiter, _ = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter, _ = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the acquirer sees the closed scope and raises
         leftovers = list(self._open)
