@@ -221,8 +221,11 @@ class RequestScope:
     def _reap(self) -> None:
         """Release the connections that ended without telling us; the others (re-)arm the
         report of their end (``is_done``)."""
-        for resource in [r for r in self._open if r.is_done()]:
-            self.release(resource)
+        # Over a copy (release changes _open); a loop, not a comprehension, which in this
+        # Python is a function call of its own (this runs at the end of most requests).
+        for resource in tuple(self._open):
+            if resource.is_done():
+                self.release(resource)
 
     def release(self, resource: ScopedResource) -> None:
         """Free ``resource``'s slot (idempotent) and add its traffic to the stats."""
