@@ -38,7 +38,6 @@ from tcpworkers.sockets._dial import Target, current_dialer
 from tcpworkers.sockets._gate import decide, permitted_targets, remembered_target
 
 __all__ = [
-    "AF_UNIX",
     "EntryPointsMixin",
     "decide_given_socket",
     "decide_unix",
@@ -50,12 +49,12 @@ __all__ = [
 # (four Python calls per read); the gate reads it for every connection only to compare it, so
 # it reads the int itself (the C getter ``socket.socket.family`` wraps) and compares ints.
 _family_int: Final = cast(Callable[[Any], int], _socket.socket.family.__get__)
-AF_UNIX: Final = int(socket.AF_UNIX)
+_AF_UNIX: Final = int(socket.AF_UNIX)
 
 
 def family_of(sock: Any) -> int:
-    """``int(sock.family)``: cheaply for a real socket, by asking anything else (both base loops
-    accept socket look-alikes in places)."""
+    """``int(sock.family)``: read from the C socket for a real socket; anything else (a socket
+    look-alike a caller hands over) is asked as before."""
     return _family_int(sock) if isinstance(sock, _socket.socket) else int(sock.family)
 
 
@@ -121,7 +120,7 @@ def decide_given_socket(
             "create_connection(sock=...) needs a connected socket so the egress policy can "
             "decide on its peer; pass host and port instead and let the gate connect"
         )
-    if (family if family >= 0 else family_of(sock)) == AF_UNIX:
+    if (family if family >= 0 else family_of(sock)) == _AF_UNIX:
         decide_unix(scope, str(peer), "connection ")
         return
     policy = scope.policy if scope is not None else default_policy()
@@ -202,7 +201,7 @@ class EntryPointsMixin:
         family = family_of(sock)
         # Neither base loop's sock_connect calls a gated method, nor any code of the caller's,
         # so the connect needs no trusted block (which would cost four contextvar operations).
-        if family == AF_UNIX:
+        if family == _AF_UNIX:
             decide_unix(scope, str(address), f"could not connect to {address}: ")
             await base.sock_connect(sock, address)
             return
