@@ -158,3 +158,40 @@ async def test_the_view_forwards_what_the_loop_transport_has() -> None:
                 _ = view.no_such_attribute
         writer.close()
         await writer.wait_closed()
+
+
+async def test_sock_connect_takes_the_remembered_address_and_decides_a_denial_every_time() -> None:
+    # aiohttp's way in: loop.sock_connect, then create_connection(sock=...).
+    policy = EgressPolicy.from_config({"preset": "dev"})
+    loop = asyncio.get_running_loop()
+    async with EchoServer() as server:
+        for _ in range(2):
+            async with request_scope(policy) as scope:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (server.host, server.port))
+                transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock)
+                assert scope.open_resources[0].describe() == (
+                    f"connection to {server.host}:{server.port} (driver)"
+                )
+                transport.close()
+        assert _gate.remembered_target(policy, server.host, server.port) == Target(
+            socket.AF_INET, (server.host, server.port)
+        )
+        for _ in range(2):
+            async with request_scope(NO_LOOPBACK) as scope:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.setblocking(False)
+                    with pytest.raises(EgressDeniedError):
+                        await loop.sock_connect(sock, (server.host, server.port))
+            assert scope.stats.sockets_denied == 1
+
+
+async def test_a_connection_is_described_by_the_address_it_was_asked_for() -> None:
+    # The description is rendered when first read; it reads as it always did.
+    async with EchoServer() as server, request_scope() as scope:
+        _, writer = await asyncio.open_connection(server.host, server.port)
+        (conn,) = scope.open_resources
+        assert conn.describe() == f"connection to {server.host}:{server.port} (driver)"
+        writer.close()
+        await writer.wait_closed()

@@ -18,8 +18,9 @@ calling ``create_connection(sock=<the duplicate>, ssl=...)``. It is the same TCP
 gate recognises it by the socket's identity (the inode every duplicate of a socket shares) among
 the request's open connections and lets the new transport take over the old one's slot. A
 driver must ask its transport for the raw socket (``get_extra_info("socket")``) to duplicate
-it; the scope notes the sockets handed out that way, and the inodes are read only when a
-driver re-connects on a given socket, so an ordinary connection pays no system call for this.
+it; the scope notes the sockets handed out that way (``RequestScope.note_socket``, with no
+system call), and the inodes are read only when a driver re-connects on a given socket, so an
+ordinary connection pays no system call for this.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ import socket
 from typing import Any, Final, Protocol
 
 from tcpworkers.scope import RequestScope, ScopedResource
-from tcpworkers.sockets._address import format_hostport
 
 __all__ = [
     "CANCEL_TASKS",
     "claim_slot",
     "describe_peer",
     "is_cancel_request",
-    "remember_socket",
     "same_socket_as",
     "take_slot",
 ]
@@ -110,14 +109,15 @@ def take_slot(scope: RequestScope, conn: _Described) -> bool:
     return scope.try_acquire(conn)
 
 
-def describe_peer(sock: socket.socket, peer: Any | None) -> str:
-    """``127.0.0.1:5432`` or ``unix:/path`` for a socket a driver handed over, connected to
-    ``peer`` (its ``getpeername()``; ``None``: not connected)."""
+def describe_peer(family: int, peer: Any | None) -> str | tuple[Any, ...]:
+    """What a ``TrackedConnection`` describes a socket a driver handed over by: ``peer`` (its
+    ``getpeername()``; ``None``: not connected), rendered as ``127.0.0.1:5432`` when first read,
+    or ``unix:/path``. ``family`` is the socket's, as an int."""
     if peer is None:
-        return "a given socket"
-    if sock.family == socket.AF_UNIX:
-        return f"unix:{peer}"
-    return format_hostport(peer[0], peer[1])
+        return "connection to a given socket (driver)"
+    if family == socket.AF_UNIX:
+        return f"connection to unix:{peer} (driver)"
+    return tuple(peer)
 
 
 def _identity(sock: Any) -> int | None:
@@ -126,13 +126,6 @@ def _identity(sock: Any) -> int | None:
         return os.fstat(sock.fileno()).st_ino
     except (OSError, AttributeError, ValueError):
         return None
-
-
-def remember_socket(scope: RequestScope, sock: Any, owner: ScopedResource) -> None:
-    """Note that ``owner`` (a connection of ``scope``) runs on ``sock``, a raw socket its driver
-    asked for. No system call here: the identity is read only if a driver re-connects on a
-    given socket (:func:`same_socket_as`)."""
-    scope.note_socket(owner, sock)
 
 
 def same_socket_as(scope: RequestScope, sock: Any) -> ScopedResource | None:

@@ -16,15 +16,16 @@ driver gets this thin wrapper instead of the loop's transport:
   (uvloop accepts only its own transports) and wraps the TLS transport it returns.
 
 Cost. Every request that opens a connection pays for this wrapper, so it stays out of the way:
-the methods it only passes through are bound to the loop transport's own methods on first use
-(:class:`_PassThrough`), after which a driver's ``is_closing()`` or ``close()`` is a direct call
-into the loop, with no Python frame of ours in between; and it has no ``__getattr__`` fallback
-where the loop's transport class says what it has (uvloop's; see :func:`counted_transport`).
+what it only passes through is read from the loop transport by a C getter (:func:`_forward`),
+so a driver's ``is_closing()`` or ``close()`` is a direct call into the loop, with no Python
+frame of ours in between; and it has no ``__getattr__`` fallback where the loop's transport
+class says what it has (uvloop's; see :func:`counted_transport`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,47 +51,30 @@ def unwrap_protocol(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         protocol = app
 
 
-class _Forward:
-    """A loop transport's attribute that is a value, not a method: read through every time."""
-
-    __slots__ = ("_name",)
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
-        if wrapper is None:
-            return self
-        return getattr(wrapper._transport, self._name)
-
-
-class _PassThrough(_Forward):
-    """A transport method of the wrapper that only calls the loop transport's method.
-
-    A non-data descriptor: the first lookup on a wrapper stores the loop transport's bound method
-    in the wrapper's ``__dict__``, which later lookups find first, so later calls go straight
-    to the loop's transport (a C method under uvloop) without a Python frame of ours.
-    """
-
-    __slots__ = ()
-
-    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
-        if wrapper is None:
-            return self
-        bound = wrapper.__dict__[self._name] = getattr(wrapper._transport, self._name)
-        return bound
+def _forward(name: str) -> Any:
+    """A loop transport's attribute, read through on every access: a property whose getter is
+    an ``attrgetter`` (C), so reading it runs no Python frame of ours. For a method, the read
+    returns the loop transport's own bound method, so calling it goes straight to the loop's
+    transport (a C method under uvloop)."""
+    return property(operator.attrgetter(f"_transport.{name}"))
 
 
 class CountedTransport(asyncio.Transport):
     """A driver's view of a gated connection's transport (see the module docstring)."""
 
-    # No __slots__: the pass-through methods are cached in the instance __dict__.
+    # No __slots__: a driver may keep attributes of its own on its transport, as it could on
+    # the loop's. (Written only by ordinary attribute stores, so the instance keeps its inline
+    # values and never materialises a __dict__.)
 
-    def __init__(self, transport: asyncio.BaseTransport, conn: Counter) -> None:
-        # No super().__init__(): its only work is an extra-info dict, and get_extra_info is
-        # the loop transport's here.
-        self._transport: Any = transport
-        self._conn = conn
+    # Made only by counted_transport(), which sets _transport and _conn. No Python __init__:
+    # calling a class whose __init__ is Python costs an argument tuple and a frame (once per
+    # connection), and BaseTransport's would only make an extra-info dict this view never uses
+    # (get_extra_info is the loop transport's).
+    if not TYPE_CHECKING:
+        __init__ = object.__init__
+
+    _transport: Any
+    _conn: Counter
 
     @property
     def wrapped(self) -> asyncio.BaseTransport:
@@ -123,23 +107,28 @@ class CountedTransport(asyncio.Transport):
         value = self._transport.get_extra_info(name, default)
         if name == "socket" and value is not None:
             self._conn.note_socket(value)
+            # Noted once is enough (the connection keeps the first socket it was told of), so
+            # from now on this view's get_extra_info is the loop transport's own method.
+            # (An ordinary attribute store: touching __dict__ would turn the view's inline
+            # attribute values into a real dict, which every later attribute read pays for.)
+            self.get_extra_info = self._transport.get_extra_info  # type: ignore[method-assign]
         return value
 
     # -- passed through ---------------------------------------------------------------------
-    # Typed as the base class declares them; at run time, bound on first use (_PassThrough).
+    # Typed as the base class declares them; at run time, the loop transport's own (_forward).
 
     if not TYPE_CHECKING:
-        is_closing = _PassThrough()
-        close = _PassThrough()
-        abort = _PassThrough()
-        write_eof = _PassThrough()
-        can_write_eof = _PassThrough()
-        is_reading = _PassThrough()
-        pause_reading = _PassThrough()
-        resume_reading = _PassThrough()
-        set_write_buffer_limits = _PassThrough()
-        get_write_buffer_size = _PassThrough()
-        get_write_buffer_limits = _PassThrough()
+        is_closing = _forward("is_closing")
+        close = _forward("close")
+        abort = _forward("abort")
+        write_eof = _forward("write_eof")
+        can_write_eof = _forward("can_write_eof")
+        is_reading = _forward("is_reading")
+        pause_reading = _forward("pause_reading")
+        resume_reading = _forward("resume_reading")
+        set_write_buffer_limits = _forward("set_write_buffer_limits")
+        get_write_buffer_size = _forward("get_write_buffer_size")
+        get_write_buffer_limits = _forward("get_write_buffer_limits")
 
     def __repr__(self) -> str:
         return f"<gated {self._transport!r}>"
@@ -174,7 +163,10 @@ def counted_transport(transport: asyncio.BaseTransport, conn: Counter) -> Counte
     view_class = _view_classes.get(kind)
     if view_class is None:
         view_class = _view_classes[kind] = _view_class_for(kind)
-    return view_class(transport, conn)
+    view = view_class()
+    view._transport = transport
+    view._conn = conn
+    return view
 
 
 def _view_class_for(kind: type) -> type[CountedTransport]:
@@ -184,5 +176,5 @@ def _view_class_for(kind: type) -> type[CountedTransport]:
     for name in dir(kind):
         if name.startswith("__") or name in vars(CountedTransport):
             continue  # Python's own machinery, or what the view itself does
-        namespace[name] = _PassThrough() if callable(getattr(kind, name)) else _Forward()
+        namespace[name] = _forward(name)
     return type(f"Counted{kind.__name__}", (CountedTransport,), namespace)

@@ -21,20 +21,41 @@ README: code that calls the OS directly (``socket.connect``, C extensions) never
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import socket
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import is_local_endpoint
 from tcpworkers.errors import ConnectNotAllowedError, EgressDeniedError
-from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
-from tcpworkers.scope._trust import is_trusted, trusted_connections
+from tcpworkers.scope import RequestScope, current_scope
+from tcpworkers.scope._current import connection_scope
+from tcpworkers.scope._trust import is_trusted
 from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import Target, current_dialer
-from tcpworkers.sockets._gate import decide, permitted_targets
+from tcpworkers.sockets._gate import decide, permitted_targets, remembered_target
 
-__all__ = ["EntryPointsMixin", "decide_given_socket", "decide_unix", "peer_of"]
+__all__ = [
+    "EntryPointsMixin",
+    "decide_given_socket",
+    "decide_unix",
+    "family_of",
+    "peer_of",
+]
+
+# ``sock.family`` turns the C socket's int into an ``AddressFamily`` through the enum machinery
+# (four Python calls per read); the gate reads it for every connection only to compare it, so
+# it reads the int itself (the C getter ``socket.socket.family`` wraps) and compares ints.
+_family_int: Final = cast(Callable[[Any], int], _socket.socket.family.__get__)
+_AF_UNIX: Final = int(socket.AF_UNIX)
+
+
+def family_of(sock: Any) -> int:
+    """``int(sock.family)``: read from the C socket for a real socket; anything else (a socket
+    look-alike a caller hands over) is asked as before."""
+    return _family_int(sock) if isinstance(sock, _socket.socket) else int(sock.family)
 
 
 def _refuse(scope: RequestScope, what: str, fix: str) -> ConnectNotAllowedError:
@@ -80,12 +101,13 @@ def peer_of(sock: socket.socket) -> Any | None:
 
 
 def decide_given_socket(
-    scope: RequestScope | None, sock: socket.socket, peer: Any | None = None
+    scope: RequestScope | None, sock: socket.socket, peer: Any | None = None, family: int = -1
 ) -> None:
     """A caller that connected its own socket: decide on the peer it actually reached.
 
     Args:
         peer: ``peer_of(sock)`` when the caller has it already (one system call fewer).
+        family: ``family_of(sock)`` when the caller has it already.
 
     Raises:
         ConnectNotAllowedError: the socket is not connected (nothing to decide on).
@@ -98,7 +120,7 @@ def decide_given_socket(
             "create_connection(sock=...) needs a connected socket so the egress policy can "
             "decide on its peer; pass host and port instead and let the gate connect"
         )
-    if sock.family == socket.AF_UNIX:
+    if (family if family >= 0 else family_of(sock)) == _AF_UNIX:
         decide_unix(scope, str(peer), "connection ")
         return
     policy = scope.policy if scope is not None else default_policy()
@@ -175,22 +197,28 @@ class EntryPointsMixin:
         base: Any = super()  # the event loop class this mixin is combined with
         if is_trusted():
             return cast(None, await base.sock_connect(sock, address))
-        check_connections_allowed()
-        scope = current_scope()
-        if sock.family == socket.AF_UNIX:
+        scope = connection_scope()  # raises where connections are forbidden
+        family = family_of(sock)
+        # Neither base loop's sock_connect calls a gated method, nor any code of the caller's,
+        # so the connect needs no trusted block (which would cost four contextvar operations).
+        if family == _AF_UNIX:
             decide_unix(scope, str(address), f"could not connect to {address}: ")
-            with trusted_connections():
-                return cast(None, await base.sock_connect(sock, address))
-        target = await _permitted(scope, address, sock.family)
-        with trusted_connections():
-            return cast(None, await base.sock_connect(sock, target.sockaddr))
+            await base.sock_connect(sock, address)
+            return
+        # What the gate permitted before for a host that needs no resolver (aiohttp connects
+        # this way to every IP literal): no coroutine to decide it again. Denials are never
+        # remembered, so a denied address is decided (and counted) every time.
+        policy = scope.policy if scope is not None else default_policy()
+        target = remembered_target(policy, str(address[0]), int(address[1]))
+        if target is None:
+            target = await _permitted(scope, address, family)
+        await base.sock_connect(sock, target.sockaddr)
 
     async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
         base: Any = super()
         if is_trusted():
             return cast(int, await base.sock_sendto(sock, data, address))
-        check_connections_allowed()
-        target = await _permitted(current_scope(), address, sock.family)
+        target = await _permitted(connection_scope(), address, family_of(sock))
         return cast(int, await base.sock_sendto(sock, data, target.sockaddr))
 
     async def create_datagram_endpoint(  # type: ignore[no-untyped-def]
@@ -203,8 +231,7 @@ class EntryPointsMixin:
             return await base.create_datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, family=family, sock=sock, **kwargs
             )
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         if sock is not None:
             if scope is not None:
                 raise _refuse(

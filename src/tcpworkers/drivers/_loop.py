@@ -44,12 +44,13 @@ one connection and its protocol proxies in ``_tracked.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from tcpworkers.drivers._companions import claim_slot, describe_peer, take_slot
 from tcpworkers.drivers._counting import CountedTransport, unwrap_protocol
@@ -57,16 +58,18 @@ from tcpworkers.drivers._entry import (
     EntryPointsMixin,
     decide_given_socket,
     decide_unix,
+    family_of,
     peer_of,
 )
 from tcpworkers.drivers._tracked import ProxyBase, TrackedConnection
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import local_connector
-from tcpworkers.scope import RequestScope, check_connections_allowed, current_scope
+from tcpworkers.scope import RequestScope
+from tcpworkers.scope._current import connection_scope
 from tcpworkers.scope._trust import is_trusted
-from tcpworkers.sockets._address import format_hostport
 from tcpworkers.sockets._dial import current_dialer
+from tcpworkers.sockets._gate import remembered_target
 from tcpworkers.sockets._open import open_gated
 
 __all__ = ["GateMixin", "GatedEventLoop", "gated_loop_factory", "new_gated_loop"]
@@ -109,8 +112,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
                 server_hostname=server_hostname,
                 **kwargs,
             )
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         if scope is None:
             return await _outside_scopes(
                 base,
@@ -132,50 +134,73 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         if kwargs:
             for option in _DIAL_OPTIONS:
                 kwargs.pop(option, None)
-        peer = None if sock is None else peer_of(sock)
-        where = (
-            format_hostport(str(host), int(port or 0))
-            if sock is None
-            else describe_peer(sock, peer)
-        )
-        conn = TrackedConnection(scope, f"connection to {where} (driver)")
-        if not claim_slot(scope, conn, sock):  # or continues a re-connected socket's slot
+        # Every connection pays for what follows, so it is written for few Python frames: the
+        # description is rendered only when read, the common dial is made from here, not
+        # through open_gated's coroutine (see below).
+        to = (str(host), int(port or 0))
+        if sock is None:
+            peer, sock_family = None, -1
+            conn = TrackedConnection(scope, to)
+            taken = take_slot(scope, conn)
+        else:
+            peer, sock_family = peer_of(sock), family_of(sock)
+            conn = TrackedConnection(scope, describe_peer(sock_family, peer))
+            taken = claim_slot(scope, conn, sock)  # or continues a re-connected socket's slot
+        if not taken:
             await scope.acquire(conn)
+        factory = functools.partial(conn.make_protocol, protocol_factory)
         started = time.perf_counter()
         try:
             if ssl and server_hostname is None:
                 server_hostname = host
-            if sock is None:
-                transport, protocol = await open_gated(
-                    base.create_connection,
-                    lambda: conn.wrap(protocol_factory()),
-                    str(host),
-                    int(port or 0),
-                    policy=scope.policy,
-                    scope=scope,
-                    dialer=current_dialer(),
-                    family=family,
-                    ssl=ssl,
-                    server_hostname=server_hostname,
-                    **kwargs,
-                )
+            if sock is not None:
+                try:  # as _on_given_socket does
+                    decide_given_socket(scope, sock, peer, sock_family)
+                    transport, protocol = await base.create_connection(
+                        factory, sock=sock, ssl=ssl, server_hostname=server_hostname, **kwargs
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
             else:
-                transport, protocol = await _on_given_socket(
-                    base,
-                    scope,
-                    lambda: conn.wrap(protocol_factory()),
-                    sock,
-                    peer,
-                    ssl=ssl,
-                    server_hostname=server_hostname,
-                    **kwargs,
+                # open_gated's own shortcut, without its coroutine: the one address the gate
+                # permitted before for a host that needs no resolver, dialled by the loop
+                # itself where that is not gated again (uvloop; see _dials_ungated there).
+                target = (
+                    None
+                    if isinstance(self, asyncio.BaseEventLoop)
+                    else remembered_target(scope.policy, to[0], to[1], dials=True)
                 )
+                if target is not None:
+                    transport, protocol = await base.create_connection(
+                        factory,
+                        target.sockaddr[0],
+                        target.sockaddr[1],
+                        ssl=ssl,
+                        server_hostname=server_hostname,
+                        **kwargs,
+                    )
+                else:
+                    transport, protocol = await open_gated(
+                        base.create_connection,
+                        factory,
+                        to[0],
+                        to[1],
+                        policy=scope.policy,
+                        scope=scope,
+                        dialer=current_dialer(),
+                        family=family,
+                        ssl=ssl,
+                        server_hostname=server_hostname,
+                        **kwargs,
+                    )
         except BaseException:
             scope.release(conn)
             raise
-        finally:
-            scope.record_connect(time.perf_counter() - started)
-        return cast(ProxyBase, protocol)._conn.view(transport), cast(ProxyBase, protocol)._app
+        finally:  # scope.record_connect()'s work, without its frame
+            scope.stats.connect_seconds += time.perf_counter() - started
+        # The protocol the loop made is conn's proxy around the driver's (no cast(): a call).
+        return conn.view(transport), protocol._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
         self,
@@ -186,8 +211,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         base: Any = super()  # the event loop class this mixin is combined with
         if is_trusted():
             return await base.create_unix_connection(protocol_factory, path, **kwargs)
-        check_connections_allowed()
-        scope = current_scope()
+        scope = connection_scope()  # raises where connections are forbidden
         local = False  # the runtime's own listener (a pool binding)
         if path is not None or kwargs.get("sock") is None:
             local = decide_unix(scope, str(path), f"could not connect to {path}: ")
@@ -210,17 +234,16 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         conn = TrackedConnection(scope, description)
         if not take_slot(scope, conn):
             await scope.acquire(conn)
+        factory = functools.partial(conn.make_protocol, protocol_factory)
         try:
             if connector is not None:
-                transport, protocol = await connector(lambda: conn.wrap(protocol_factory()))
+                transport, protocol = await connector(factory)
             else:  # as above: in the request's context, whose slot it has already taken
-                transport, protocol = await base.create_unix_connection(
-                    lambda: conn.wrap(protocol_factory()), path, **kwargs
-                )
+                transport, protocol = await base.create_unix_connection(factory, path, **kwargs)
         except BaseException:
             scope.release(conn)
             raise
-        return cast(ProxyBase, protocol)._conn.view(transport), cast(ProxyBase, protocol)._app
+        return conn.view(transport), protocol._app
 
     async def start_tls(  # type: ignore[no-untyped-def]
         self,

@@ -10,11 +10,12 @@ and report the connection's loss, which frees the slot (see ``_loop.py`` for the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
-from tcpworkers.drivers._companions import remember_socket
 from tcpworkers.drivers._counting import CountedTransport, counted_transport
 from tcpworkers.scope import RequestScope
+from tcpworkers.sockets._address import format_hostport
 
 __all__ = ["ProxyBase", "TrackedConnection"]
 
@@ -23,22 +24,24 @@ class TrackedConnection:
     """One driver connection as its request scope sees it (a ``ScopedResource``)."""
 
     __slots__ = (
+        "_description",
         "_lost",
         "_noted",
         "_over",
         "_view",
         "bytes_in",
         "bytes_out",
-        "description",
         "scope",
         "transport",
     )
 
     opened_by_driver = True  # named in the scope's warning when the request leaves it open
 
-    def __init__(self, scope: RequestScope, description: str) -> None:
+    def __init__(self, scope: RequestScope, description: str | tuple[Any, ...]) -> None:
+        """``description``: the text, or the ``(host, port, ...)`` the connection goes to,
+        rendered as ``connection to host:port (driver)`` when first read (most never are)."""
         self.scope = scope
-        self.description = description
+        self._description = description
         self.transport: asyncio.BaseTransport | None = None
         self.bytes_in = 0
         self.bytes_out = 0  # counted by the CountedTransport the driver writes to
@@ -46,6 +49,19 @@ class TrackedConnection:
         self._lost: asyncio.Future[None] | None = None  # made only when close() must wait
         self._view: CountedTransport | None = None
         self._noted = False
+
+    @property
+    def description(self) -> str:
+        where = self._description
+        if isinstance(where, str):
+            return where
+        text = f"connection to {format_hostport(str(where[0]), int(where[1]))} (driver)"
+        self._description = text
+        return text
+
+    @description.setter
+    def description(self, text: str) -> None:
+        self._description = text
 
     def describe(self) -> str:
         return self.description
@@ -95,18 +111,37 @@ class TrackedConnection:
         (see ``_companions.py``)."""
         if not self._noted:
             self._noted = True
-            remember_socket(self.scope, sock, self)
+            self.scope.note_socket(self, sock)
 
     def view(self, transport: asyncio.BaseTransport) -> CountedTransport:
         """The transport the driver sees (see ``_counting.py``), one per loop transport."""
-        if self._view is None or self._view.wrapped is not transport:
-            self._view = counted_transport(transport, self)
-        return self._view
+        view = self._view
+        if view is None or view._transport is not transport:
+            view = self._view = counted_transport(transport, self)
+        return view
 
     def wrap(self, protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
-        if isinstance(protocol, asyncio.BufferedProtocol):
-            return _BufferedProxy(protocol, self)
-        return _ProtocolProxy(cast(asyncio.Protocol, protocol), self)
+        """``protocol`` behind a new proxy of this connection."""
+        return self.make_protocol(lambda: protocol)
+
+    def make_protocol(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol]
+    ) -> asyncio.BaseProtocol:
+        """``wrap(protocol_factory())``, as the loop's protocol factory (bound with
+        ``functools.partial``): once per connection, so one Python frame, not a lambda's too.
+        The proxies have no Python ``__init__`` (it would cost an argument tuple and a frame):
+        their slots are filled here."""
+        app: Any = protocol_factory()
+        proxy: _BufferedProxy | _ProtocolProxy
+        if isinstance(app, asyncio.BufferedProtocol):
+            buffered = proxy = _BufferedProxy()
+            # Nothing to count when the loop asks for a buffer: it gets the driver's own.
+            buffered.get_buffer = app.get_buffer  # type: ignore[method-assign]
+        else:
+            proxy = _ProtocolProxy()
+        proxy._app = app
+        proxy._conn = self
+        return proxy
 
 
 class ProxyBase:
@@ -117,11 +152,14 @@ class ProxyBase:
     be counted or noted passes through the proxy. Only loops see a proxy (a driver asking its
     transport for the protocol gets its own, see ``_counting.py``), so it forwards exactly the
     protocol methods and has no ``__getattr__``, which would slow every attribute access on it.
+    Slotted: the loop reads ``_app``/``_conn`` on every callback, and an instance dict would
+    be one more object per connection for the garbage collector.
     """
 
-    def __init__(self, app: Any, conn: TrackedConnection) -> None:
-        self._app = app
-        self._conn = conn
+    __slots__ = ("_app", "_conn")
+
+    _app: Any
+    _conn: TrackedConnection
 
     @property
     def _tcpworkers_app(self) -> Any:
@@ -149,19 +187,17 @@ class ProxyBase:
 
 
 class _ProtocolProxy(ProxyBase, asyncio.Protocol):
+    __slots__ = ()
+
     def data_received(self, data: bytes) -> None:
         self._conn.bytes_in += len(data)
         self._app.data_received(data)
 
 
 class _BufferedProxy(ProxyBase, asyncio.BufferedProtocol):
-    def __init__(self, app: Any, conn: TrackedConnection) -> None:
-        super().__init__(app, conn)
-        # Nothing to count when the loop asks for a buffer: let it call the driver directly.
-        vars(self)["get_buffer"] = app.get_buffer
-
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._app.get_buffer(sizehint)  # replaced per instance in __init__
+    # The loop gets the driver's own bound get_buffer (see make_protocol), from a slot that
+    # shadows BufferedProtocol's method.
+    __slots__ = ("get_buffer",)
 
     def buffer_updated(self, nbytes: int) -> None:
         self._conn.bytes_in += nbytes

@@ -19,6 +19,7 @@ from tcpworkers.scope._scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, R
 
 __all__ = [
     "check_connections_allowed",
+    "connection_scope",
     "current_scope",
     "enter_scope",
     "forbid_connections",
@@ -53,6 +54,19 @@ def check_connections_allowed() -> None:
     reason = _forbidden.get()
     if reason is not None:
         raise ConnectNotAllowedError(reason)
+
+
+def connection_scope() -> RequestScope | None:
+    """:func:`check_connections_allowed`, then :func:`current_scope`: what every gated door
+    asks before opening a connection, in one call (it runs once per connection).
+
+    Raises:
+        ConnectNotAllowedError: inside :func:`forbid_connections`.
+    """
+    reason = _forbidden.get()
+    if reason is not None:
+        raise ConnectNotAllowedError(reason)
+    return _current.get()
 
 
 def current_scope() -> RequestScope | None:
@@ -103,8 +117,20 @@ def request_scope(
 ) -> contextlib.AbstractAsyncContextManager[RequestScope]:
     """Run a block as one request: connections opened inside belong to it and are closed at the
     end of the block, whatever happens (``async with request_scope(...) as scope:``)."""
-    scope = RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
-    return _RequestScopeBlock(scope)
+    block = _RequestScopeBlock()  # no __init__ of its own: a Python one costs a frame more
+    if (
+        max_sockets is DEFAULT_MAX_SOCKETS
+        and slot_timeout is DEFAULT_SLOT_TIMEOUT
+        and label == "this request"
+    ):
+        # The defaults (the very objects): the same scope, made without keyword arguments,
+        # which a class call turns into a dict (~1.3k instructions per request).
+        block._scope = RequestScope(policy)
+    else:
+        block._scope = RequestScope(
+            policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label
+        )
+    return block
 
 
 @final
@@ -113,8 +139,8 @@ class _RequestScopeBlock:
     # costs about twice as much.
     __slots__ = ("_scope", "_token")
 
-    def __init__(self, scope: RequestScope) -> None:
-        self._scope = scope
+    _scope: RequestScope
+    _token: contextvars.Token[RequestScope | None]
 
     async def __aenter__(self) -> RequestScope:
         self._token = _current.set(self._scope)

@@ -135,7 +135,9 @@ class RequestScope:
         self.stats = ScopeStats()
         self._open: dict[ScopedResource, None] = {}  # insertion-ordered set
         self._history: list[ScopedResource] = []  # every connection that took a slot (bounded)
-        self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] = deque()
+        # Made by the first acquire that has to wait: most requests never do, and a deque
+        # costs about 1k instructions to make and free (every request makes a scope).
+        self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] | None = None
         self._closed = False
         self._sockets: dict[ScopedResource, object] | None = None  # see note_socket
 
@@ -147,7 +149,7 @@ class RequestScope:
     @property
     def waiting(self) -> int:
         """How many connections are waiting for a slot now."""
-        return len(self._waiters)
+        return 0 if self._waiters is None else len(self._waiters)
 
     @property
     def open_resources(self) -> tuple[ScopedResource, ...]:
@@ -169,7 +171,8 @@ class RequestScope:
         Raises:
             ScopeClosedError: the scope ended.
         """
-        self._check_open(resource)
+        if self._closed:
+            self._check_open(resource)  # raises
         if len(self._open) < self.max_sockets and not self._waiters:
             self._take(resource)
             return True
@@ -191,7 +194,10 @@ class RequestScope:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (waiter, resource)
-        self._waiters.append(entry)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = deque()
+        waiters.append(entry)
         started = loop.time()
         try:
             # Every open connection now reports its end (see _reap), so a freed slot resolves
@@ -199,8 +205,8 @@ class RequestScope:
             async with asyncio.timeout(self.slot_timeout):
                 await asyncio.shield(waiter)
         except BaseException as exc:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+            if entry in waiters:
+                waiters.remove(entry)
             if waiter.done():
                 self.release(resource)  # the slot arrived as we gave up: hand it on
             else:
@@ -215,8 +221,11 @@ class RequestScope:
     def _reap(self) -> None:
         """Release the connections that ended without telling us; the others (re-)arm the
         report of their end (``is_done``)."""
-        for resource in [r for r in self._open if r.is_done()]:
-            self.release(resource)
+        # Over a copy (release changes _open); a loop, not a comprehension, which in this
+        # Python is a function call of its own (this runs at the end of most requests).
+        for resource in tuple(self._open):
+            if resource.is_done():
+                self.release(resource)
 
     def release(self, resource: ScopedResource) -> None:
         """Free ``resource``'s slot (idempotent) and add its traffic to the stats."""
@@ -225,8 +234,9 @@ class RequestScope:
         del self._open[resource]
         self.stats.bytes_in += resource.bytes_in
         self.stats.bytes_out += resource.bytes_out
-        while self._waiters and len(self._open) < self.max_sockets:
-            waiter, waiting = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters and len(self._open) < self.max_sockets:
+            waiter, waiting = waiters.popleft()
             if not waiter.done():
                 self._take(waiting)
                 waiter.set_result(None)
@@ -285,8 +295,9 @@ class RequestScope:
     async def aclose(self) -> None:
         """End the scope: refuse new connections, close (then abort) every one still open."""
         self._closed = True
-        while self._waiters:
-            waiter, _ = self._waiters.popleft()
+        waiters = self._waiters
+        while waiters:
+            waiter, _ = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the acquirer sees the closed scope and raises
         leftovers = list(self._open)
@@ -328,10 +339,14 @@ class RequestScope:
         )
 
     def _take(self, resource: ScopedResource) -> None:
+        # Once per connection: _remember's and max()'s work inline.
         self._open[resource] = None
-        self._remember(resource)
-        self.stats.sockets_opened += 1
-        self.stats.peak_open = max(self.stats.peak_open, len(self._open))
+        if len(self._history) < HISTORY_SIZE:
+            self._history.append(resource)
+        stats = self.stats
+        stats.sockets_opened += 1
+        if len(self._open) > stats.peak_open:
+            stats.peak_open = len(self._open)
 
     def _remember(self, resource: ScopedResource) -> None:
         if len(self._history) < HISTORY_SIZE:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import final
+from collections.abc import Callable
+from typing import Final, final
 
 from tcpworkers.scope._current import _current
 
@@ -51,6 +52,6 @@ class _Trusted:
         _trusted.reset(self._token)
 
 
-def is_trusted() -> bool:
-    """True inside :func:`trusted_connections`."""
-    return _trusted.get()
+# is_trusted() -> bool: True inside trusted_connections(). Every gated door asks it first, so it
+# is the contextvar's own getter (a C call), not a Python function around it.
+is_trusted: Final[Callable[[], bool]] = _trusted.get

@@ -14,9 +14,22 @@ from tcpworkers.egress._localhost import is_localhost_name, localhost_addresses
 from tcpworkers.errors import ConnectError, EgressDeniedError
 from tcpworkers.scope import RequestScope
 from tcpworkers.sockets._address import format_hostport
-from tcpworkers.sockets._dial import Dialer, Target, literal_target, system_resolve
+from tcpworkers.sockets._dial import (
+    Dialer,
+    Target,
+    _dialer,
+    literal_target,
+    system_connect,
+    system_resolve,
+)
 
-__all__ = ["decide", "denial_advice", "permitted_targets", "remembered_targets"]
+__all__ = [
+    "decide",
+    "denial_advice",
+    "permitted_targets",
+    "remembered_target",
+    "remembered_targets",
+]
 
 # Decisions are pure functions of (policy, host, ip, port) and cost ~13 us each (normalising
 # spellings, walking the class tables); a worker talks to the same few destinations over and
@@ -52,6 +65,27 @@ def remembered_targets(policy: EgressPolicy, host: str, port: int) -> list[Targe
     entry = _fixed.get((id(policy), host, port))
     if entry is not None and entry[0] is policy:
         return list(entry[1])
+    return None
+
+
+def remembered_target(
+    policy: EgressPolicy, host: str, port: int, *, dials: bool = False
+) -> Target | None:
+    """The one address :func:`remembered_targets` holds for ``host``, when the current dialer
+    resolves with the system resolver (and, with ``dials``, connects with the system connector:
+    the caller then has its loop dial the address itself, as ``open_gated`` does); else
+    ``None`` (ask :func:`permitted_targets`, or ``open_gated``).
+
+    With one address, a family filter keeps it whatever its family (the filters fall back to
+    every address), so the caller needs no list at all. For the gated loop's per-connection
+    path: one call (the dialer's context variable read here) and no coroutine.
+    """
+    dialer = _dialer.get()
+    if dialer.resolve is not system_resolve or (dials and dialer.connect is not system_connect):
+        return None
+    entry = _fixed.get((id(policy), host, port))
+    if entry is not None and entry[0] is policy and len(entry[1]) == 1:
+        return entry[1][0]
     return None
 
 

@@ -69,7 +69,9 @@ async def open_gated(
     itself (no lookup happens for a literal); on uvloop this is ~60 us cheaper than
     ``sock_connect`` + ``create_connection(sock=)``. Otherwise (and on the stdlib loop unless
     the caller is trusted: see ``_dials_ungated``) the dialer connects (happy eyeballs over the
-    permitted addresses) and the transport is built on its socket.
+    permitted addresses) and the transport is built on its socket. (The gated loop's
+    ``create_connection`` takes the same shortcut itself for an address remembered by
+    ``_gate.remembered_target(..., dials=True)``, without this coroutine.)
 
     Raises:
         EgressDeniedError: the policy permits none of the addresses.
