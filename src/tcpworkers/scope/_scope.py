@@ -124,17 +124,26 @@ class RequestScope:
         slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
         label: str = "this request",
     ) -> None:
-        if not isinstance(max_sockets, int) or isinstance(max_sockets, bool) or max_sockets < 1:
+        # Every request makes a scope: the exact types (what callers pass) are checked with one
+        # comparison each; anything else gets the full checks (about 1k instructions more).
+        if (
+            type(max_sockets) is not int
+            and (not isinstance(max_sockets, int) or isinstance(max_sockets, bool))
+        ) or max_sockets < 1:
             raise ValueError(f"max_sockets must be a positive int, got {max_sockets!r}")
-        if not isinstance(slot_timeout, _SECONDS) or slot_timeout <= 0:
-            raise ValueError(f"slot_timeout must be positive seconds, got {slot_timeout!r}")
+        if type(slot_timeout) is not float or slot_timeout <= 0:
+            if not isinstance(slot_timeout, _SECONDS) or slot_timeout <= 0:
+                raise ValueError(f"slot_timeout must be positive seconds, got {slot_timeout!r}")
+            slot_timeout = float(slot_timeout)
         self.policy = policy if policy is not None else default_policy()
         self.max_sockets = max_sockets
-        self.slot_timeout = float(slot_timeout)
+        self.slot_timeout = slot_timeout
         self.label = label
         self.stats = ScopeStats()
         self._open: dict[ScopedResource, None] = {}  # insertion-ordered set
-        self._history: list[ScopedResource] = []  # every connection that took a slot (bounded)
+        # Every connection that took a slot (bounded); made by the first one (most requests
+        # open none, and an empty list costs a few hundred instructions to make and free).
+        self._history: list[ScopedResource] | None = None
         # Made by the first acquire that has to wait: most requests never do, and a deque
         # costs about 1k instructions to make and free (every request makes a scope).
         self._waiters: deque[tuple[asyncio.Future[None], ScopedResource]] | None = None
@@ -161,7 +170,7 @@ class RequestScope:
     def history(self) -> tuple[ScopedResource, ...]:
         """The first ``HISTORY_SIZE`` connections that took a slot, open or not, oldest first
         (what the dev error page lists)."""
-        return tuple(self._history)
+        return () if self._history is None else tuple(self._history)
 
     def try_acquire(self, resource: ScopedResource) -> bool:
         """Take a slot for ``resource`` if one is free and nobody waits (True); else take
@@ -341,16 +350,22 @@ class RequestScope:
     def _take(self, resource: ScopedResource) -> None:
         # Once per connection: _remember's and max()'s work inline.
         self._open[resource] = None
-        if len(self._history) < HISTORY_SIZE:
-            self._history.append(resource)
+        history = self._history
+        if history is None:
+            self._history = [resource]
+        elif len(history) < HISTORY_SIZE:
+            history.append(resource)
         stats = self.stats
         stats.sockets_opened += 1
         if len(self._open) > stats.peak_open:
             stats.peak_open = len(self._open)
 
     def _remember(self, resource: ScopedResource) -> None:
-        if len(self._history) < HISTORY_SIZE:
-            self._history.append(resource)
+        history = self._history
+        if history is None:
+            self._history = [resource]
+        elif len(history) < HISTORY_SIZE:
+            history.append(resource)
 
     def _check_open(self, resource: ScopedResource) -> None:
         if self._closed:
