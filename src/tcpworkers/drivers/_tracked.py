@@ -166,8 +166,14 @@ class ProxyBase:
         return self._app
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._conn.transport = transport
-        self._app.connection_made(self._conn.view(transport))
+        conn = self._conn
+        conn.transport = transport
+        # conn.view(transport) without its frame (once per connection): a new loop transport
+        # gets a new view, which create_connection then finds in conn._view.
+        view = conn._view
+        if view is None or view._transport is not transport:
+            view = conn._view = counted_transport(transport, conn)
+        self._app.connection_made(view)
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
