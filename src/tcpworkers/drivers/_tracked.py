@@ -179,7 +179,13 @@ class ProxyBase:
         try:
             self._app.connection_lost(exc)
         finally:
-            self._conn.on_lost()
+            # conn.on_lost() without its frame (every connection ends here).
+            conn = self._conn
+            conn._over = True
+            lost = conn._lost
+            if lost is not None and not lost.done():
+                lost.set_result(None)
+            conn.scope.release(conn)
 
     def eof_received(self) -> bool | None:
         result: bool | None = self._app.eof_received()
