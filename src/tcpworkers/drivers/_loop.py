@@ -61,7 +61,7 @@ from tcpworkers.drivers._entry import (
     family_of,
     peer_of,
 )
-from tcpworkers.drivers._tracked import ProxyBase, TrackedConnection
+from tcpworkers.drivers._tracked import ProxyBase, track
 from tcpworkers.drivers._unmanaged import UnmanagedSocketsMixin
 from tcpworkers.egress import default_policy
 from tcpworkers.egress._local import local_connector
@@ -140,11 +140,11 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         to = (str(host), int(port or 0))
         if sock is None:
             peer, sock_family = None, -1
-            conn = TrackedConnection(scope, to)
+            conn = track(scope, to)
             taken = take_slot(scope, conn)
         else:
             peer, sock_family = peer_of(sock), family_of(sock)
-            conn = TrackedConnection(scope, describe_peer(sock_family, peer))
+            conn = track(scope, describe_peer(sock_family, peer))
             taken = claim_slot(scope, conn, sock)  # or continues a re-connected socket's slot
         if not taken:
             await scope.acquire(conn)
@@ -235,7 +235,7 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
             if local
             else f"connection to unix:{path} (driver)"
         )
-        conn = TrackedConnection(scope, description)
+        conn = track(scope, description)
         if not take_slot(scope, conn):
             await scope.acquire(conn)
         factory = functools.partial(conn.make_protocol, protocol_factory)
