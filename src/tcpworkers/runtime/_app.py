@@ -62,8 +62,7 @@ response, errors, the one wall-time/504 handling, the report) in ``_respond.py``
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
@@ -80,15 +79,6 @@ from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "WorkerApp"]
-
-# The task running in a loop. On Python 3.11 ``asyncio.current_task`` is a Python function
-# (one frame, ~700 instructions per request) around this C dict's ``get``, which the C task
-# implementation keeps up to date; from 3.12 on it is itself written in C.
-_current_task: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
-    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
-    if sys.version_info < (3, 12)
-    else asyncio.current_task
-)
 
 # At lifespan shutdown, how long requests the server just cancelled get to finish ending
 # (closing sockets, reporting); they only clean up, so this is rarely more than milliseconds.
@@ -154,9 +144,9 @@ class WorkerApp(FetchServing, AsgiServing):
         # Decided once per worker, not per request: how an HTTP request is served, and the
         # handler a fetch worker's requests call (without Worker._handle's frame).
         if worker.kind == "asgi":
-            self._serve_http = self._serve_asgi
+            self._serve_asgi_http = self._serve_asgi
         else:
-            self._serve_http = self._serve_fetch
+            self._serve_asgi_http = None
             assert worker._invoke is not None
             self._invoke = worker._invoke
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
@@ -168,18 +158,16 @@ class WorkerApp(FetchServing, AsgiServing):
     def _scopes_in_flight(self) -> list[RequestScope]:
         return list(self._in_flight.values())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # The ASGI entry point (``async def``: servers tell an ASGI 3 application by that) is the
+    # coroutine that serves a fetch worker's request: every resumption of a handler passes
+    # through each coroutine between it and its task, so this one less counts on every
+    # request. It hands what is not a fetch worker's HTTP request to _serve_asgi (HTTP) and
+    # _serve_other (lifespan, WebSocket).
+    __call__ = FetchServing._serve
+
+    async def _serve_other(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            loop = asyncio.get_running_loop()
-            task = _current_task(loop)
-            assert task is not None
-            # The serving method counts the request in flight (``_in_flight``) with its scope.
-            try:
-                await self._serve_http(scope, receive, send, task, loop)
-            finally:
-                self._in_flight.pop(task, None)
-        elif kind == "websocket":
+        if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)

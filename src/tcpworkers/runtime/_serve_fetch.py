@@ -7,7 +7,9 @@ import asyncio
 import http
 import logging
 import reprlib
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.http._request import Request
@@ -28,28 +30,55 @@ __all__ = ["FetchServing"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
+# The task running in a loop. On Python 3.11 ``asyncio.current_task`` is a Python function
+# (one frame, ~700 instructions per request) around this C dict's ``get``, which the C task
+# implementation keeps up to date; from 3.12 on it is itself written in C.
+_current_task: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
+
 
 class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
-    async def _serve_fetch(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        task: asyncio.Task[Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """A request, from its scope's start to its report: the HANDLER and STREAMING phases
-        under the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is
-        armed only for a request still running after ``_PUMP_DELAY``), then its ``wait_until``
-        work and the end of its scope.
+    # Set by WorkerApp: how it serves what is not a fetch worker's HTTP request (see _serve).
+    _serve_asgi_http: (
+        Callable[
+            [Scope, Receive, Send, asyncio.Task[Any], asyncio.AbstractEventLoop], Awaitable[None]
+        ]
+        | None
+    )
+    _serve_other: Callable[[Scope, Receive, Send], Awaitable[None]]
 
-        The handler and its response run in this one coroutine, on purpose: every time the
-        handler waits for I/O, its resumption passes through each coroutine between it and the
-        task, and every coroutine costs instructions on every request, so the runtime keeps
-        that chain short. The common path calls no other coroutine of the runtime.
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``WorkerApp.__call__``, the ASGI entry point; for a fetch worker's HTTP request, the
+        request from its scope's start to its report: the HANDLER and STREAMING phases under
+        the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is armed
+        only for a request still running after ``_PUMP_DELAY``), then its ``wait_until`` work
+        and the end of its scope. Anything else goes on to ``_serve_asgi_http`` (an ASGI
+        worker's HTTP request) or ``_serve_other`` (lifespan, WebSocket).
+
+        The entry point, the handler and its response run in this one coroutine, on purpose:
+        every time the handler waits for I/O, its resumption passes through each coroutine
+        between it and the task, and every coroutine costs instructions on every request, so
+        the runtime keeps that chain short. The common path calls no other coroutine of the
+        runtime.
         """
+        if scope["type"] != "http":
+            await self._serve_other(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        task = _current_task(loop)
+        assert task is not None
+        # The request is counted in flight (``_in_flight``) with its scope, and leaves at the end.
+        if self._serve_asgi_http is not None:
+            try:
+                await self._serve_asgi_http(scope, receive, send, task, loop)
+            finally:
+                self._in_flight.pop(task, None)
+            return
         now = loop.time()
         settings = self.settings
         exchange = Exchange(scope, send, receive, settings.policy, settings.limits, task, now)
@@ -155,6 +184,7 @@ class FetchServing(Responder):
                     self._report(exchange, inbound is not None and inbound.disconnected)
             finally:
                 leave_scope(token)
+                self._in_flight.pop(task, None)
 
     async def _opened_origin(self, response: Response, exchange: Exchange) -> Response:
         """``Response(sock.readable)``: no status line before the socket opened (a 502 if it
