@@ -17,6 +17,8 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._exchange import DONE, STREAMING, Exchange
 from tcpworkers.runtime._respond import (
+    TEXT_PLAIN_FIELDS,
+    TEXT_PLAIN_RAW,
     Responder,
     end_scope,
     plain_response,
@@ -122,7 +124,12 @@ class FetchServing(Responder):
                         # Exchange.whole does, without one more coroutine per request).
                         exchange.status = status = response._status
                         exchange.started = True
-                        headers = raw_headers(response, data)
+                        headers = (
+                            # Response("text"), the most common: raw_headers' first case, inline
+                            [TEXT_PLAIN_RAW, (b"content-length", b"%d" % len(data))]
+                            if response.headers._fields == TEXT_PLAIN_FIELDS
+                            else raw_headers(response, data)
+                        )
                         try:
                             await send(
                                 {
