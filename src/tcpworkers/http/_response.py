@@ -29,6 +29,8 @@ REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 NULL_BODY_STATUSES: Final = frozenset({204, 205, 304})
 # The header field of a str body (``Response("text")``); the runtime recognises it.
 TEXT_PLAIN: Final = ("content-type", "text/plain; charset=utf-8")
+# Makes a Body without calling its __init__ (see Response.__init__).
+_new_body: Final = object.__new__
 
 
 class _JsonFactory(Protocol):
@@ -118,7 +120,12 @@ class Response:
             # Headers._trusted([TEXT_PLAIN]), without its call.
             headers = self.headers = Headers.__new__(Headers)
             headers._fields = [TEXT_PLAIN]
-            self._body = Body(body.encode(), None, "response")  # positional: no kwargs dict
+            # Body(body.encode(), None, "response"), without the frame of its __init__.
+            self._body = data = _new_body(Body)
+            data._data = body.encode()
+            data._stream = None
+            data._used = False
+            data._what = "response"
             self._origin: str | None = None
             return
         self.headers = Headers(headers)
