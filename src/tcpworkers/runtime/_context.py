@@ -36,6 +36,8 @@ class ExecutionContext:
     __slots__ = ("_cancelled", "_ended", "_label", "_scope", "_tasks")
 
     def __init__(self, scope: RequestScope | None = None, label: str = "request") -> None:
+        # The runtime makes a request's ctx without this call (Exchange.__init__): keep the two
+        # in step.
         self._scope = scope
         self._label = label
         self._tasks: set[asyncio.Task[Any]] = set()

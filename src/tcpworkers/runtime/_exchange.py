@@ -41,6 +41,8 @@ _TIMER_SLACK: Final = 0.001
 # Request body bytes the pump buffers ahead of the reader before it stops receiving (uvicorn
 # buffers about as much again before it stops reading the socket).
 _BODY_HIGH_WATER: Final = 64 * 1024
+# Makes an object without calling its class's __init__ (see Exchange.__init__).
+_new: Final = object.__new__
 
 
 class Phase(enum.Enum):
@@ -130,7 +132,14 @@ class Exchange:
         self.method = method
         self.path = path
         self.request_scope = request_scope
-        self.ctx = ExecutionContext(request_scope, label)
+        # ExecutionContext(request_scope, label), without the frame of its __init__ (keep the
+        # two in step).
+        self.ctx = ctx = _new(ExecutionContext)
+        ctx._scope = request_scope
+        ctx._label = label
+        ctx._tasks = set()
+        ctx._ended = False
+        ctx._cancelled = ()
         self._send = send
         self.task = task
         self.head = method == "HEAD"
