@@ -400,13 +400,16 @@ class Watch:
     own deadline timer (:meth:`Exchange.grown_up`).
     """
 
-    __slots__ = ("_after", "_loop", "_runs", "_timer")
+    __slots__ = ("_after", "_loop", "_runs", "_timer", "leave")
 
     def __init__(self, wall_time: float | None) -> None:
         self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
         # run -> when its turn comes, in start order. A dict, not an OrderedDict: adding and
         # removing (once per request each) cost a third as much.
         self._runs: dict[Exchange, float] = {}
+        # ``leave(run, None)``: the run is done and leaves the queue (if still there). The
+        # dict's own pop, called without a Python frame, once per request.
+        self.leave: Callable[[Exchange, None], float | None] = self._runs.pop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -421,9 +424,6 @@ class Watch:
         self._runs[run] = due
         if self._timer is None:
             self._timer = loop.call_at(due, self._fire, loop)
-
-    def discard(self, run: Exchange) -> None:
-        self._runs.pop(run, None)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self._loop:

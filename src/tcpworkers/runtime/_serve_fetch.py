@@ -150,7 +150,7 @@ class FetchServing(Responder):
             except asyncio.CancelledError as exc:
                 if exchange.take_timeout_cancel(cancelling):
                     exchange.phase = DONE
-                    watch.discard(exchange)
+                    watch.leave(exchange, None)
                     await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
                 elif not exchange.take_disconnect_cancel():
                     raise
@@ -160,7 +160,7 @@ class FetchServing(Responder):
                 self._stream_failed(exchange, exc)
             finally:
                 exchange.phase = DONE
-                watch.discard(exchange)
+                watch.leave(exchange, None)
                 if exchange._deadline_timer is not None or exchange._expiring:
                     exchange.disarm()
             if exchange._cancel_requested:
