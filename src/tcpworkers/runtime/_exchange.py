@@ -23,7 +23,7 @@ from typing import Any, Final, final
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._asgi import Receive, Scope, Send
-from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._context import NO_TASKS, ExecutionContext
 from tcpworkers.runtime._settings import Limits
 from tcpworkers.scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, RequestScope
 
@@ -137,7 +137,7 @@ class Exchange:
         self.ctx = ctx = _new(ExecutionContext)
         ctx._scope = request_scope
         ctx._label = label
-        ctx._tasks = set()
+        ctx._tasks = NO_TASKS
         ctx._ended = False
         ctx._cancelled = ()
         self._send = send
