@@ -43,6 +43,7 @@ _TIMER_SLACK: Final = 0.001
 _BODY_HIGH_WATER: Final = 64 * 1024
 # Makes an object without calling its class's __init__ (see Exchange.__init__).
 _new: Final = object.__new__
+_perf_counter: Final = time.perf_counter
 
 
 class Phase(enum.Enum):
@@ -147,7 +148,7 @@ class Exchange:
         # The request's ASGI headers, where the Watch looks for Expect (a fetch worker's).
         self._headers: Any = scope["headers"] if receive is not None else ()
         self.inbound: Inbound | None = None  # the receive pump, once something needs it
-        self.started_at = time.perf_counter()
+        self.started_at = _perf_counter()
         # Loop time when limits.wall_time runs out.
         self.deadline = None if limits.wall_time is None else now + limits.wall_time
         self.phase: Phase = HANDLER
