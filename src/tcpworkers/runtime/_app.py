@@ -53,8 +53,9 @@ scope, with ``env`` and ``ctx`` added to ``scope["state"]`` (``request.state.env
 lifespan events are passed through. Bindings start at lifespan startup (or on the first request
 when the server sends no lifespan events) and stop at lifespan shutdown.
 
-Layout: this module is the application object and its dispatch; a request's objects are in
-``_exchange.py``, bindings and lifespan in ``_lifespan.py``, fetch-handler serving in
+Layout: this module is the application object and its dispatch of lifespan and WebSocket
+scopes; a request's objects are in ``_exchange.py``, bindings and lifespan in ``_lifespan.py``,
+fetch-handler serving (and the ASGI entry point itself, ``__call__``) in
 ``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
 response, errors, the one wall-time/504 handling, the report) in ``_respond.py``.
 """

@@ -1,5 +1,8 @@
 """Serving fetch-handler workers (``fetch``, ``on_fetch``, ``WorkerEntrypoint``): the HANDLER
-and STREAMING phases of a request, under its wall-time deadline (see ``_app.py``)."""
+and STREAMING phases of a request, under its wall-time deadline (see ``_app.py``).
+
+``FetchServing._serve`` is also ``WorkerApp.__call__``, the ASGI entry point: a fetch worker's
+request is served in that one coroutine, and everything else is handed on from there."""
 
 from __future__ import annotations
 
