@@ -54,9 +54,9 @@ lifespan events are passed through. Bindings start at lifespan startup (or on th
 when the server sends no lifespan events) and stop at lifespan shutdown.
 
 Layout: this module is the application object and its dispatch of lifespan and WebSocket
-scopes; a request's objects are in ``_exchange.py``, bindings and lifespan in ``_lifespan.py``,
-fetch-handler serving (and the ASGI entry point itself, ``__call__``) in
-``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
+scopes; a request's objects are in ``_exchange.py`` (the timer they share in ``_watch.py``),
+bindings and lifespan in ``_lifespan.py``, fetch-handler serving (and the ASGI entry point
+itself, ``__call__``) in ``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
 response, errors, the one wall-time/504 handling, the report) in ``_respond.py``.
 """
 
@@ -68,7 +68,6 @@ from typing import Any, Final, final
 
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._env import Binding, Env
-from tcpworkers.runtime._exchange import Watch
 from tcpworkers.runtime._lifespan import Bindings, serve_lifespan
 from tcpworkers.runtime._logging import flush_logs
 from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
@@ -76,6 +75,7 @@ from tcpworkers.runtime._serve_asgi import AsgiServing
 from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
 from tcpworkers.runtime._socket_body import install_log_filter
+from tcpworkers.runtime._watch import Watch
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 

@@ -19,10 +19,11 @@ from tcpworkers.http._response import TEXT_PLAIN, Response
 from tcpworkers.runtime._context import ExecutionContext
 from tcpworkers.runtime._deverror import dev_error_response
 from tcpworkers.runtime._env import Env
-from tcpworkers.runtime._exchange import DONE, Exchange, Watch
+from tcpworkers.runtime._exchange import DONE, Exchange
 from tcpworkers.runtime._lifespan import Bindings
 from tcpworkers.runtime._running import describe_traceback
 from tcpworkers.runtime._settings import RequestObserver, RequestRecord, RuntimeSettings
+from tcpworkers.runtime._watch import Watch
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 
