@@ -29,6 +29,9 @@ REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 NULL_BODY_STATUSES: Final = frozenset({204, 205, 304})
 # The header field of a str body (``Response("text")``); the runtime recognises it.
 TEXT_PLAIN: Final = ("content-type", "text/plain; charset=utf-8")
+# Makes an object without calling its class's __init__ (see Response.__init__); a global is
+# found faster than ``Headers.__new__``.
+_new: Final = object.__new__
 
 
 class _JsonFactory(Protocol):
@@ -116,9 +119,14 @@ class Response:
         if headers is None and type(body) is str and self._status not in NULL_BODY_STATUSES:
             # The most common response, built without re-validating constant header fields.
             # Headers._trusted([TEXT_PLAIN]), without its call.
-            headers = self.headers = Headers.__new__(Headers)
+            headers = self.headers = _new(Headers)
             headers._fields = [TEXT_PLAIN]
-            self._body = Body(body.encode(), None, "response")  # positional: no kwargs dict
+            # Body(body.encode(), None, "response"), without the frame of its __init__.
+            self._body = data = _new(Body)
+            data._data = body.encode()
+            data._stream = None
+            data._used = False
+            data._what = "response"
             self._origin: str | None = None
             return
         self.headers = Headers(headers)

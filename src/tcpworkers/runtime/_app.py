@@ -53,9 +53,10 @@ scope, with ``env`` and ``ctx`` added to ``scope["state"]`` (``request.state.env
 lifespan events are passed through. Bindings start at lifespan startup (or on the first request
 when the server sends no lifespan events) and stop at lifespan shutdown.
 
-Layout: this module is the application object and its dispatch; a request's objects are in
-``_exchange.py``, bindings and lifespan in ``_lifespan.py``, fetch-handler serving in
-``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
+Layout: this module is the application object and its dispatch of lifespan and WebSocket
+scopes; a request's objects are in ``_exchange.py`` (the timer they share in ``_watch.py``),
+bindings and lifespan in ``_lifespan.py``, fetch-handler serving (and the ASGI entry point
+itself, ``__call__``) in ``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
 response, errors, the one wall-time/504 handling, the report) in ``_respond.py``.
 """
 
@@ -67,7 +68,6 @@ from typing import Any, Final, final
 
 from tcpworkers.runtime._asgi import Message, Receive, Scope, Send
 from tcpworkers.runtime._env import Binding, Env
-from tcpworkers.runtime._exchange import Watch
 from tcpworkers.runtime._lifespan import Bindings, serve_lifespan
 from tcpworkers.runtime._logging import flush_logs
 from tcpworkers.runtime._respond import CLIENT_CLOSED_REQUEST
@@ -75,6 +75,7 @@ from tcpworkers.runtime._serve_asgi import AsgiServing
 from tcpworkers.runtime._serve_fetch import FetchServing
 from tcpworkers.runtime._settings import RequestObserver, RuntimeSettings
 from tcpworkers.runtime._socket_body import install_log_filter
+from tcpworkers.runtime._watch import Watch
 from tcpworkers.runtime._worker import Worker
 from tcpworkers.scope import RequestScope
 
@@ -144,9 +145,9 @@ class WorkerApp(FetchServing, AsgiServing):
         # Decided once per worker, not per request: how an HTTP request is served, and the
         # handler a fetch worker's requests call (without Worker._handle's frame).
         if worker.kind == "asgi":
-            self._serve_http = self._serve_asgi
+            self._serve_asgi_http = self._serve_asgi
         else:
-            self._serve_http = self._serve_fetch
+            self._serve_asgi_http = None
             assert worker._invoke is not None
             self._invoke = worker._invoke
         install_log_filter()  # uvicorn's duplicate line for a streamed socket that broke
@@ -158,18 +159,16 @@ class WorkerApp(FetchServing, AsgiServing):
     def _scopes_in_flight(self) -> list[RequestScope]:
         return list(self._in_flight.values())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # The ASGI entry point (``async def``: servers tell an ASGI 3 application by that) is the
+    # coroutine that serves a fetch worker's request: every resumption of a handler passes
+    # through each coroutine between it and its task, so this one less counts on every
+    # request. It hands what is not a fetch worker's HTTP request to _serve_asgi (HTTP) and
+    # _serve_other (lifespan, WebSocket).
+    __call__ = FetchServing._serve
+
+    async def _serve_other(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
-            assert task is not None
-            # The serving method counts the request in flight (``_in_flight``) with its scope.
-            try:
-                await self._serve_http(scope, receive, send, task, loop)
-            finally:
-                self._in_flight.pop(task, None)
-        elif kind == "websocket":
+        if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)

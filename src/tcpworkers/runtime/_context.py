@@ -13,14 +13,19 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Any, final
+from typing import Any, Final, cast, final
 
 from tcpworkers.runtime._running import describe_task
 from tcpworkers.scope import RequestScope, use_scope
 
-__all__ = ["ExecutionContext"]
+__all__ = ["NO_TASKS", "ExecutionContext"]
 
 logger = logging.getLogger("tcpworkers.runtime")
+
+# A context's tasks until its first wait_until(): most requests never call it, and an empty
+# set per request costs its making and freeing. Empty and immutable, so adding to it by
+# mistake fails loudly (wait_until() replaces it with a set of the context's own).
+NO_TASKS: Final = cast("set[asyncio.Task[Any]]", frozenset())
 
 
 @final
@@ -36,9 +41,11 @@ class ExecutionContext:
     __slots__ = ("_cancelled", "_ended", "_label", "_scope", "_tasks")
 
     def __init__(self, scope: RequestScope | None = None, label: str = "request") -> None:
+        # The runtime makes a request's ctx without this call (Exchange.__init__): keep the two
+        # in step.
         self._scope = scope
         self._label = label
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = NO_TASKS
         self._ended = False
         # What _drain() cancelled when its time was up: where each task was (for the log).
         self._cancelled: Sequence[str] = ()
@@ -70,7 +77,10 @@ class ExecutionContext:
                 "the request (or from another wait_until task)"
             )
         task = asyncio.ensure_future(self._run(awaitable))
-        self._tasks.add(task)
+        tasks = self._tasks
+        if tasks is NO_TASKS:  # the first one
+            tasks = self._tasks = set()
+        tasks.add(task)
         task.add_done_callback(self._task_done)
 
     # The Workers API spelling, for code written for Cloudflare (ctx.waitUntil(promise)).

@@ -4,8 +4,8 @@
   sent (status, started, complete), the phase it is in (``Phase``), and the cancellations: when
   the client leaves, and when the request runs out of wall time.
 - :class:`Inbound` is the request body and the client's liveness, read by one pump task.
-- :class:`Watch` is one timer per application for all of its requests (see "Timers" in
-  ``_app.py``).
+- :class:`Watch` (in ``_watch.py``) is one timer per application for all of its requests (see
+  "Timers" in ``_app.py``).
 
 See ``_app.py`` for the theory of operation.
 """
@@ -23,11 +23,11 @@ from typing import Any, Final, final
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._asgi import Receive, Scope, Send
-from tcpworkers.runtime._context import ExecutionContext
+from tcpworkers.runtime._context import NO_TASKS, ExecutionContext
 from tcpworkers.runtime._settings import Limits
-from tcpworkers.scope import RequestScope
+from tcpworkers.scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, RequestScope
 
-__all__ = ["DONE", "HANDLER", "STREAMING", "Exchange", "Inbound", "Phase", "Watch"]
+__all__ = ["DONE", "HANDLER", "STREAMING", "Exchange", "Inbound", "Phase"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
@@ -35,12 +35,12 @@ logger = logging.getLogger("tcpworkers.runtime")
 # Inbound) and gets a timer for its wall-time deadline (see Watch): long enough that a typical
 # quick request never pays for either.
 _PUMP_DELAY: Final = 0.05
-# A loop timer may fire up to a millisecond early (libuv's resolution); what is due by then is
-# handled in that run instead of re-arming for a fraction of a millisecond.
-_TIMER_SLACK: Final = 0.001
 # Request body bytes the pump buffers ahead of the reader before it stops receiving (uvicorn
 # buffers about as much again before it stops reading the socket).
 _BODY_HIGH_WATER: Final = 64 * 1024
+# Makes an object without calling its class's __init__ (see Exchange.__init__).
+_new: Final = object.__new__
+_perf_counter: Final = time.perf_counter
 
 
 class Phase(enum.Enum):
@@ -105,21 +105,54 @@ class Exchange:
     ) -> None:
         """A request's scope (egress policy, limits), its ``ctx`` and its exchange; ``now`` is
         the loop's time, ``task`` the task serving the request, ``receive`` the channel of a
-        fetch worker's request body (None for an ASGI worker, which reads its own). Called
-        with positional arguments: keywords cost a dict per call of a class."""
+        fetch worker's request body (None for an ASGI worker, which reads its own)."""
+        self._begin(scope, send, receive, policy, limits, task, now)
+
+    def _begin(
+        self,
+        scope: Scope,
+        send: Send,
+        receive: Receive | None,
+        policy: EgressPolicy,
+        limits: Limits,
+        task: asyncio.Task[Any] | None,
+        now: float,
+    ) -> Exchange:
+        """What ``__init__`` does, returning the exchange: ``_serve`` calls it on
+        ``object.__new__(Exchange)``, because on Python 3.11 a class call with a Python
+        ``__init__`` goes through slower machinery than a method call (~200 instructions per
+        request). Called with positional arguments: keywords cost a dict."""
         method: str = scope["method"]
         path: str = scope["path"]
         label = f"{method} {path}"
-        request_scope = RequestScope(
-            policy,
-            max_sockets=limits.max_sockets,
-            slot_timeout=limits.slot_timeout,
-            label=label,
-        )
+        slot_timeout = limits.slot_timeout
+        if (
+            limits.max_sockets is DEFAULT_MAX_SOCKETS  # any int 6 is this object, no bool is
+            and type(slot_timeout) is float
+            and slot_timeout == DEFAULT_SLOT_TIMEOUT
+        ):
+            # The usual limits: the same scope, made without keyword arguments (a class call
+            # turns them into a dict, ~1.3k instructions per request).
+            request_scope = RequestScope(policy)
+            request_scope.label = label
+        else:
+            request_scope = RequestScope(
+                policy,
+                max_sockets=limits.max_sockets,
+                slot_timeout=slot_timeout,
+                label=label,
+            )
         self.method = method
         self.path = path
         self.request_scope = request_scope
-        self.ctx = ExecutionContext(request_scope, label)
+        # ExecutionContext(request_scope, label), without the frame of its __init__ (keep the
+        # two in step).
+        self.ctx = ctx = _new(ExecutionContext)
+        ctx._scope = request_scope
+        ctx._label = label
+        ctx._tasks = NO_TASKS
+        ctx._ended = False
+        ctx._cancelled = ()
         self._send = send
         self.task = task
         self.head = method == "HEAD"
@@ -127,7 +160,7 @@ class Exchange:
         # The request's ASGI headers, where the Watch looks for Expect (a fetch worker's).
         self._headers: Any = scope["headers"] if receive is not None else ()
         self.inbound: Inbound | None = None  # the receive pump, once something needs it
-        self.started_at = time.perf_counter()
+        self.started_at = _perf_counter()
         # Loop time when limits.wall_time runs out.
         self.deadline = None if limits.wall_time is None else now + limits.wall_time
         self.phase: Phase = HANDLER
@@ -140,6 +173,7 @@ class Exchange:
         self._cancel_requested = False
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._expiring = False  # the wall time ran out and the task was cancelled for it
+        return self
 
     @property
     def label(self) -> str:
@@ -365,64 +399,3 @@ class Inbound:
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-
-
-@final
-class Watch:
-    """One loop timer for every request of an application, instead of two per request.
-
-    A request that runs longer than ``_PUMP_DELAY`` needs its receive pump started and a timer
-    for its wall-time deadline; most requests end long before, and a loop timer (armed, then
-    cancelled) cost about as much as the rest of such a request. So requests join this queue
-    when they start and leave it when their response is done; the queue is in start order, so
-    everyone's turn (start + the same delay) comes in that order too, and one timer, armed for
-    the oldest request, is enough. A request still running when its turn comes is handed its
-    own deadline timer (:meth:`Exchange.grown_up`).
-    """
-
-    __slots__ = ("_after", "_loop", "_runs", "_timer")
-
-    def __init__(self, wall_time: float | None) -> None:
-        self._after = _PUMP_DELAY if wall_time is None else min(_PUMP_DELAY, wall_time)
-        # run -> when its turn comes, in start order. A dict, not an OrderedDict: adding and
-        # removing (once per request each) cost a third as much.
-        self._runs: dict[Exchange, float] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, run: Exchange, loop: asyncio.AbstractEventLoop, now: float) -> None:
-        if loop is not self._loop:
-            # Another event loop (an app served by several in turn, as tests do): what was
-            # queued belongs to the old one, whose timer (if it ever fires) is ignored.
-            self._runs.clear()
-            self._timer = None
-            self._loop = loop
-        due = now + self._after
-        self._runs[run] = due
-        if self._timer is None:
-            self._timer = loop.call_at(due, self._fire, loop)
-
-    def discard(self, run: Exchange) -> None:
-        self._runs.pop(run, None)
-
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop is not self._loop:
-            return
-        self._timer = None
-        runs = self._runs
-        ready = loop.time() + _TIMER_SLACK
-        # One pass over the queue (the oldest first) for the turns that came, then they leave
-        # it: a dict's first item after deleting the ones before it is found by skipping
-        # their holes, so looking it up again after every deletion would be quadratic.
-        turns: list[Exchange] = []
-        for run, due in runs.items():
-            if due > ready:
-                self._timer = loop.call_at(due, self._fire, loop)
-                break
-            turns.append(run)
-        for run in turns:
-            runs.pop(run, None)
-            try:
-                run.grown_up(loop)
-            except Exception:  # one request's failure must not stop the others' timers
-                logger.exception("%s: starting its watch failed", run.label)

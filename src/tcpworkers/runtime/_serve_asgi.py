@@ -106,11 +106,11 @@ class AsgiServing(Responder):
             if not exchange.take_timeout_cancel(cancelling):
                 raise  # not the deadline's: the server's (see "Shutdown" in _app.py)
             exchange.phase = DONE
-            watch.discard(exchange)
+            watch.leave(exchange, None)
             await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
         finally:
             exchange.phase = DONE
-            watch.discard(exchange)
+            watch.leave(exchange, None)
             exchange.disarm()
 
     async def _asgi_failed(self, exchange: Exchange, exc: BaseException, label: str) -> None:

@@ -1,5 +1,8 @@
 """Serving fetch-handler workers (``fetch``, ``on_fetch``, ``WorkerEntrypoint``): the HANDLER
-and STREAMING phases of a request, under its wall-time deadline (see ``_app.py``)."""
+and STREAMING phases of a request, under its wall-time deadline (see ``_app.py``).
+
+``FetchServing._serve`` is also ``WorkerApp.__call__``, the ASGI entry point: a fetch worker's
+request is served in that one coroutine, and everything else is handed on from there."""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import asyncio
 import http
 import logging
 import reprlib
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from tcpworkers.errors import BodyTooLargeError, ClientDisconnectedError, ClientGone
 from tcpworkers.http._request import Request
@@ -15,6 +20,8 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._exchange import DONE, STREAMING, Exchange
 from tcpworkers.runtime._respond import (
+    TEXT_PLAIN_FIELDS,
+    TEXT_PLAIN_RAW,
     Responder,
     end_scope,
     plain_response,
@@ -28,31 +35,63 @@ __all__ = ["FetchServing"]
 
 logger = logging.getLogger("tcpworkers.runtime")
 
+# Makes an object without calling its class's __init__.
+_new: Final = object.__new__
+# The task running in a loop. On Python 3.11 ``asyncio.current_task`` is a Python function
+# (one frame, ~700 instructions per request) around this C dict's ``get``, which the C task
+# implementation keeps up to date; from 3.12 on it is itself written in C.
+_current_task: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
+
 
 class FetchServing(Responder):
     """``WorkerApp``'s half that serves fetch-handler workers."""
 
-    async def _serve_fetch(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        task: asyncio.Task[Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """A request, from its scope's start to its report: the HANDLER and STREAMING phases
-        under the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is
-        armed only for a request still running after ``_PUMP_DELAY``), then its ``wait_until``
-        work and the end of its scope.
+    # Set by WorkerApp: how it serves what is not a fetch worker's HTTP request (see _serve).
+    _serve_asgi_http: (
+        Callable[
+            [Scope, Receive, Send, asyncio.Task[Any], asyncio.AbstractEventLoop], Awaitable[None]
+        ]
+        | None
+    )
+    _serve_other: Callable[[Scope, Receive, Send], Awaitable[None]]
 
-        The handler and its response run in this one coroutine, on purpose: every time the
-        handler waits for I/O, its resumption passes through each coroutine between it and the
-        task, and every coroutine costs instructions on every request, so the runtime keeps
-        that chain short. The common path calls no other coroutine of the runtime.
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``WorkerApp.__call__``, the ASGI entry point; for a fetch worker's HTTP request, the
+        request from its scope's start to its report: the HANDLER and STREAMING phases under
+        the wall-time deadline (see "Timers" in ``_app.py``: the deadline's timer is armed
+        only for a request still running after ``_PUMP_DELAY``), then its ``wait_until`` work
+        and the end of its scope. Anything else goes on to ``_serve_asgi_http`` (an ASGI
+        worker's HTTP request) or ``_serve_other`` (lifespan, WebSocket).
+
+        The entry point, the handler and its response run in this one coroutine, on purpose:
+        every time the handler waits for I/O, its resumption passes through each coroutine
+        between it and the task, and every coroutine costs instructions on every request, so
+        the runtime keeps that chain short. The common path calls no other coroutine of the
+        runtime.
         """
+        if scope["type"] != "http":
+            await self._serve_other(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        task = _current_task(loop)
+        assert task is not None
+        # The request is counted in flight (``_in_flight``) with its scope, and leaves at the end.
+        if self._serve_asgi_http is not None:
+            try:
+                await self._serve_asgi_http(scope, receive, send, task, loop)
+            finally:
+                self._in_flight.pop(task, None)
+            return
         now = loop.time()
         settings = self.settings
-        exchange = Exchange(scope, send, receive, settings.policy, settings.limits, task, now)
+        # Exchange(...), without the slower class call (see Exchange._begin).
+        exchange = _new(Exchange)._begin(
+            scope, send, receive, settings.policy, settings.limits, task, now
+        )
         ctx, request_scope = exchange.ctx, exchange.request_scope
         self._in_flight[task] = request_scope
         if self._starters:
@@ -93,7 +132,12 @@ class FetchServing(Responder):
                         # Exchange.whole does, without one more coroutine per request).
                         exchange.status = status = response._status
                         exchange.started = True
-                        headers = raw_headers(response, data)
+                        headers = (
+                            # Response("text"), the most common: raw_headers' first case, inline
+                            [TEXT_PLAIN_RAW, (b"content-length", b"%d" % len(data))]
+                            if response.headers._fields == TEXT_PLAIN_FIELDS
+                            else raw_headers(response, data)
+                        )
                         try:
                             await send(
                                 {
@@ -114,7 +158,7 @@ class FetchServing(Responder):
             except asyncio.CancelledError as exc:
                 if exchange.take_timeout_cancel(cancelling):
                     exchange.phase = DONE
-                    watch.discard(exchange)
+                    watch.leave(exchange, None)
                     await self._wall_time_exceeded(exchange, timed_out(exc), exchange.label)
                 elif not exchange.take_disconnect_cancel():
                     raise
@@ -124,7 +168,7 @@ class FetchServing(Responder):
                 self._stream_failed(exchange, exc)
             finally:
                 exchange.phase = DONE
-                watch.discard(exchange)
+                watch.leave(exchange, None)
                 if exchange._deadline_timer is not None or exchange._expiring:
                     exchange.disarm()
             if exchange._cancel_requested:
@@ -155,6 +199,7 @@ class FetchServing(Responder):
                     self._report(exchange, inbound is not None and inbound.disconnected)
             finally:
                 leave_scope(token)
+                self._in_flight.pop(task, None)
 
     async def _opened_origin(self, response: Response, exchange: Exchange) -> Response:
         """``Response(sock.readable)``: no status line before the socket opened (a 502 if it
