@@ -56,8 +56,9 @@ when the server sends no lifespan events) and stop at lifespan shutdown.
 Layout: this module is the application object and its dispatch of lifespan and WebSocket
 scopes; a request's objects are in ``_exchange.py`` (the timer they share in ``_watch.py``),
 bindings and lifespan in ``_lifespan.py``, fetch-handler serving (and the ASGI entry point
-itself, ``__call__``) in ``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py`` and what both share (the
-response, errors, the one wall-time/504 handling, the report) in ``_respond.py``.
+itself, ``__call__``) in ``_serve_fetch.py``, ASGI-application serving in ``_serve_asgi.py``
+and what both share (the response, errors, the one wall-time/504 handling, the report) in
+``_respond.py``.
 """
 
 from __future__ import annotations
