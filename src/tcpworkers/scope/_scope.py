@@ -348,13 +348,8 @@ class RequestScope:
         )
 
     def _take(self, resource: ScopedResource) -> None:
-        # Once per connection: _remember's and max()'s work inline.
         self._open[resource] = None
-        history = self._history
-        if history is None:
-            self._history = [resource]
-        elif len(history) < HISTORY_SIZE:
-            history.append(resource)
+        self._remember(resource)
         stats = self.stats
         stats.sockets_opened += 1
         if len(self._open) > stats.peak_open:
