@@ -197,14 +197,11 @@ class GateMixin(EntryPointsMixin, UnmanagedSocketsMixin):
         except BaseException:
             scope.release(conn)
             raise
-        finally:  # scope.record_connect()'s work, without its frame
-            scope.stats.connect_seconds += time.perf_counter() - started
-        # The protocol the loop made is conn's proxy around the driver's (no cast(): a call).
-        # Its connection_made made the view of this transport (conn.view() without a frame).
-        view = conn._view
-        if view is None or view._transport is not transport:
-            view = conn.view(transport)
-        return view, protocol._app
+        finally:
+            scope.record_connect(time.perf_counter() - started)
+        # The protocol the loop made is conn's proxy around the driver's (no cast(): a call);
+        # its connection_made made the view of this transport, which view() returns.
+        return conn.view(transport), protocol._app
 
     async def create_unix_connection(  # type: ignore[no-untyped-def]
         self,

@@ -187,24 +187,13 @@ class ProxyBase:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         conn = self._conn
         conn.transport = transport
-        # conn.view(transport) without its frame (once per connection): a new loop transport
-        # gets a new view, which create_connection then finds in conn._view.
-        view = conn._view
-        if view is None or view._transport is not transport:
-            view = conn._view = counted_transport(transport, conn)
-        self._app.connection_made(view)
+        self._app.connection_made(conn.view(transport))
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             self._app.connection_lost(exc)
         finally:
-            # conn.on_lost() without its frame (every connection ends here).
-            conn = self._conn
-            conn._over = True
-            lost = conn._lost
-            if lost is not None and not lost.done():
-                lost.set_result(None)
-            conn.scope.release(conn)
+            self._conn.on_lost()
 
     def eof_received(self) -> bool | None:
         result: bool | None = self._app.eof_received()
