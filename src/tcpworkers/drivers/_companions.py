@@ -54,17 +54,21 @@ _cancel_codes: dict[int, tuple[Any, bool]] = {}
 def is_cancel_request() -> bool:
     """True when the running task is a driver's query cancellation (see the module docstring)."""
     task = asyncio.current_task()
-    return task is not None and _runs_cancel_request(task.get_coro())
-
-
-def _runs_cancel_request(coro: Any) -> bool:
-    """Whether ``coro`` (a task's coroutine) is one of :data:`CANCEL_TASKS`, remembered."""
-    code = getattr(coro, "cr_code", None)
-    if code is None:
+    if task is None:
         return False
+    coro = task.get_coro()
+    code = getattr(coro, "cr_code", None)
     entry = _cancel_codes.get(id(code))
     if entry is not None and entry[0] is code:
         return entry[1]
+    return _first_sight(coro, code)
+
+
+def _first_sight(coro: Any, code: Any) -> bool:
+    """Whether ``coro`` (whose code object is ``code``) is one of :data:`CANCEL_TASKS`, decided
+    and remembered."""
+    if code is None:
+        return False
     frame = getattr(coro, "cr_frame", None)
     if frame is None:
         return False  # a finished coroutine: nothing to remember
@@ -107,17 +111,7 @@ def take_slot(scope: RequestScope, conn: _Described) -> bool:
     Returns:
         False when ``conn`` must wait for a slot: the caller awaits ``scope.acquire(conn)``.
     """
-    # is_cancel_request() with its remembered answer read here: one frame fewer for every
-    # connection a request opens.
-    task = asyncio.current_task()
-    if task is None:
-        cancel = False
-    else:
-        coro = task.get_coro()
-        code = getattr(coro, "cr_code", None)
-        entry = _cancel_codes.get(id(code))
-        cancel = entry[1] if entry is not None and entry[0] is code else _runs_cancel_request(coro)
-    if cancel:
+    if is_cancel_request():
         conn.description += " (query cancellation)"
         scope.admit(conn)
         return True
