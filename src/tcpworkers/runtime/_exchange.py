@@ -25,7 +25,7 @@ from tcpworkers.errors import ClientDisconnectedError, ClientGone
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._context import NO_TASKS, ExecutionContext
 from tcpworkers.runtime._settings import Limits
-from tcpworkers.scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, RequestScope
+from tcpworkers.scope._scope import new_scope
 
 __all__ = ["DONE", "HANDLER", "STREAMING", "Exchange", "Inbound", "Phase"]
 
@@ -125,23 +125,7 @@ class Exchange:
         method: str = scope["method"]
         path: str = scope["path"]
         label = f"{method} {path}"
-        slot_timeout = limits.slot_timeout
-        if (
-            limits.max_sockets is DEFAULT_MAX_SOCKETS  # any int 6 is this object, no bool is
-            and type(slot_timeout) is float
-            and slot_timeout == DEFAULT_SLOT_TIMEOUT
-        ):
-            # The usual limits: the same scope, made without keyword arguments (a class call
-            # turns them into a dict, ~1.3k instructions per request).
-            request_scope = RequestScope(policy)
-            request_scope.label = label
-        else:
-            request_scope = RequestScope(
-                policy,
-                max_sockets=limits.max_sockets,
-                slot_timeout=slot_timeout,
-                label=label,
-            )
+        request_scope = new_scope(policy, limits.max_sockets, limits.slot_timeout, label)
         self.method = method
         self.path = path
         self.request_scope = request_scope

@@ -15,7 +15,12 @@ from typing import final
 
 from tcpworkers.egress import EgressPolicy
 from tcpworkers.errors import ConnectNotAllowedError
-from tcpworkers.scope._scope import DEFAULT_MAX_SOCKETS, DEFAULT_SLOT_TIMEOUT, RequestScope
+from tcpworkers.scope._scope import (
+    DEFAULT_MAX_SOCKETS,
+    DEFAULT_SLOT_TIMEOUT,
+    RequestScope,
+    new_scope,
+)
 
 __all__ = [
     "check_connections_allowed",
@@ -118,18 +123,7 @@ def request_scope(
     """Run a block as one request: connections opened inside belong to it and are closed at the
     end of the block, whatever happens (``async with request_scope(...) as scope:``)."""
     block = _RequestScopeBlock()  # no __init__ of its own: a Python one costs a frame more
-    if (
-        max_sockets is DEFAULT_MAX_SOCKETS
-        and slot_timeout is DEFAULT_SLOT_TIMEOUT
-        and label == "this request"
-    ):
-        # The defaults (the very objects): the same scope, made without keyword arguments,
-        # which a class call turns into a dict (~1.3k instructions per request).
-        block._scope = RequestScope(policy)
-    else:
-        block._scope = RequestScope(
-            policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label
-        )
+    block._scope = new_scope(policy, max_sockets, slot_timeout, label)
     return block
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "RequestScope",
     "ScopeStats",
     "ScopedResource",
+    "new_scope",
 ]
 
 # Cloudflare Workers allow six simultaneous open connections per request; we keep its default.
@@ -382,3 +383,22 @@ class RequestScope:
             f"{listing}. Close connections you no longer need (await sock.close()) or raise "
             "the limit"
         )
+
+
+def new_scope(
+    policy: EgressPolicy | None, max_sockets: int, slot_timeout: float, label: str
+) -> RequestScope:
+    """``RequestScope(policy, max_sockets=..., slot_timeout=..., label=...)``, for the paths
+    that make one per request (``request_scope()``, the runtime's requests). With the default
+    limits the scope is made without keyword arguments, which a class call turns into a dict
+    (~1.3k instructions per request); any other limits go through the keyword call, so its
+    checks and messages apply unchanged."""
+    if (
+        max_sockets is DEFAULT_MAX_SOCKETS  # any int 6 is this object, no bool is
+        and type(slot_timeout) is float
+        and slot_timeout == DEFAULT_SLOT_TIMEOUT
+    ):
+        scope = RequestScope(policy)
+        scope.label = label
+        return scope
+    return RequestScope(policy, max_sockets=max_sockets, slot_timeout=slot_timeout, label=label)
