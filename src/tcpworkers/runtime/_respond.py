@@ -29,8 +29,6 @@ from tcpworkers.scope import RequestScope
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
-    "TEXT_PLAIN_FIELDS",
-    "TEXT_PLAIN_RAW",
     "Responder",
     "end_scope",
     "plain_response",
@@ -44,8 +42,8 @@ logger = logging.getLogger("tcpworkers.runtime")
 # response was complete.
 CLIENT_CLOSED_REQUEST: Final = 499
 # The header fields of Response("text"), and the same as ASGI wants them.
-TEXT_PLAIN_FIELDS: Final = [TEXT_PLAIN]
-TEXT_PLAIN_RAW: Final = (TEXT_PLAIN[0].encode("latin-1"), TEXT_PLAIN[1].encode("latin-1"))
+_TEXT_PLAIN_FIELDS: Final = [TEXT_PLAIN]
+_TEXT_PLAIN_RAW: Final = (TEXT_PLAIN[0].encode("latin-1"), TEXT_PLAIN[1].encode("latin-1"))
 # Builds a RequestRecord from its fields (see _report).
 _new_tuple: Final = tuple.__new__
 
@@ -250,8 +248,8 @@ def raw_headers(response: Response, data: bytes) -> list[tuple[bytes, bytes]]:
     """The header fields of a response whose body is ``data``, as ASGI wants them, with a
     Content-Length unless the worker set it (or Transfer-Encoding)."""
     fields = response.headers._fields
-    if fields == TEXT_PLAIN_FIELDS:  # Response("text"), the most common: nothing to encode
-        return [TEXT_PLAIN_RAW, (b"content-length", b"%d" % len(data))]
+    if fields == _TEXT_PLAIN_FIELDS:  # Response("text"), the most common: nothing to encode
+        return [_TEXT_PLAIN_RAW, (b"content-length", b"%d" % len(data))]
     headers = response.headers._raw()
     for name, _ in fields:
         if name == "content-length" or name == "transfer-encoding":

@@ -20,12 +20,9 @@ from tcpworkers.http._response import Response
 from tcpworkers.runtime._asgi import Receive, Scope, Send
 from tcpworkers.runtime._exchange import DONE, STREAMING, Exchange
 from tcpworkers.runtime._respond import (
-    TEXT_PLAIN_FIELDS,
-    TEXT_PLAIN_RAW,
     Responder,
     end_scope,
     plain_response,
-    raw_headers,
     timed_out,
 )
 from tcpworkers.runtime._socket_body import bad_gateway, log_broken_stream, open_failure
@@ -126,34 +123,7 @@ class FetchServing(Responder):
                     exchange.phase = STREAMING
                     if response._origin is not None:
                         response = await self._opened_origin(response, exchange)
-                    data = response._body._data
-                    if data is not None and not exchange.head:
-                        # Most responses: both messages in one step, sent from here (what
-                        # Exchange.whole does, without one more coroutine per request).
-                        exchange.status = status = response._status
-                        exchange.started = True
-                        headers = (
-                            # Response("text"), the most common: raw_headers' first case, inline
-                            [TEXT_PLAIN_RAW, (b"content-length", b"%d" % len(data))]
-                            if response.headers._fields == TEXT_PLAIN_FIELDS
-                            else raw_headers(response, data)
-                        )
-                        try:
-                            await send(
-                                {
-                                    "type": "http.response.start",
-                                    "status": status,
-                                    "headers": headers,
-                                }
-                            )
-                            await send(
-                                {"type": "http.response.body", "body": data, "more_body": False}
-                            )
-                        except OSError as exc:
-                            raise ClientGone from exc
-                        exchange.complete = True
-                    else:
-                        await self._send_response(response, exchange)
+                    await self._send_response(response, exchange)
                     exchange.phase = DONE
             except asyncio.CancelledError as exc:
                 if exchange.take_timeout_cancel(cancelling):
